@@ -1,0 +1,43 @@
+# chatsvc — the two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: install run test lint migrate token bench load clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) run.py
+
+migrate: install
+	$(PY) run.py migrate
+
+# make token SUB=alice@example.com GROUPS=Onyx-Writers
+token: install
+	@$(PY) run.py token --sub $(or $(SUB),alice@example.com) --groups $(or $(GROUPS),Onyx-Writers)
+
+test: install
+	$(PY) -m ruff check chatsvc tests migrations
+	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check chatsvc tests migrations
+	$(PY) -m ruff format --check chatsvc tests migrations
+
+bench: install
+	$(PY) -m tests.bench $(BENCH_ARGS)
+
+load: install
+	$(PY) -m pip install --quiet -e '.[load]'
+	$(PY) -m tests.load.run $(LOAD_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .coverage htmlcov

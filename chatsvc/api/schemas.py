@@ -1,0 +1,232 @@
+"""Request bodies and query parameters (pydantic v2, strict, no unknown fields).
+
+The same models validate REST bodies and WebSocket frames and generate
+``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chatsvc.errors import FieldError, ValidationFailed
+
+MAX_JSON_FIELD_BYTES = 16_384
+TITLE_MAX = 200
+DESCRIPTION_MAX = 2_000
+CONTENT_MAX = 32_000
+
+TITLE_REQUIRED = "Chat session title is required"
+CONTENT_REQUIRED = "Message content is required"
+
+
+def _json_size(value: dict[str, Any], field: str) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > MAX_JSON_FIELD_BYTES:
+        raise ValueError(f"{field} must be at most {MAX_JSON_FIELD_BYTES} bytes as JSON")
+    return value
+
+
+def _title(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(TITLE_REQUIRED)
+    if len(value) > TITLE_MAX:
+        raise ValueError(f"title must be at most {TITLE_MAX} characters")
+    return value
+
+
+def _content(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(CONTENT_REQUIRED)
+    if len(value) > CONTENT_MAX:
+        raise ValueError(f"content must be at most {CONTENT_MAX} characters")
+    return value
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SessionCreate(Body):
+    title: str
+    description: str = Field("", max_length=DESCRIPTION_MAX)
+    is_shared: bool = False
+    chat_settings: dict[str, Any] = Field(default_factory=dict)
+
+    _title = field_validator("title")(_title)
+
+    @field_validator("chat_settings")
+    @classmethod
+    def _settings_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_size(value, "chat_settings")
+
+
+class SessionUpdate(Body):
+    title: str | None = None
+    description: str | None = Field(None, max_length=DESCRIPTION_MAX)
+    is_shared: bool | None = None
+    chat_settings: dict[str, Any] | None = None
+
+    _title = field_validator("title")(_title)
+
+    @field_validator("chat_settings")
+    @classmethod
+    def _settings_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _json_size(value, "chat_settings")
+
+
+class MessageCreate(Body):
+    content: str
+    message_type: Literal["user", "assistant", "system"] = "user"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    client_msg_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    _content = field_validator("content")(_content)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_size(value, "metadata")
+
+
+class MessageUpdate(Body):
+    content: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    _content = field_validator("content")(_content)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _json_size(value, "metadata")
+
+
+class CollaboratorAdd(Body):
+    email: Annotated[str, Field(min_length=1, max_length=320)]
+
+
+# --- responses (documentation only; handlers build dicts) -------------------
+
+
+class SessionOut(BaseModel):
+    id: str
+    title: str
+    description: str
+    user_id: str
+    is_shared: bool
+    chat_settings: dict[str, Any]
+    created_at: str
+    updated_at: str
+    last_seq: int
+
+
+class MessageOut(BaseModel):
+    id: str
+    chat_session_id: str
+    seq: int
+    user_id: str
+    user_email: str
+    content: str
+    message_type: Literal["user", "assistant", "system"]
+    metadata: dict[str, Any]
+    client_msg_id: str | None
+    is_edited: bool
+    created_at: str
+    updated_at: str
+
+
+class CollaboratorOut(BaseModel):
+    user_id: str
+    email: str
+    added_at: str
+
+
+class MeOut(BaseModel):
+    id: str
+    email: str
+    permission: Literal["read", "write", "admin"] | None
+    groups: list[str]
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    occurred_at: str
+    user_id: str | None
+    user_email: str | None
+    permission: str | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    reason: str
+    request_id: str | None
+    client_ip: str | None
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str
+    errors: list[dict[str, str]] | None = None
+
+
+# --- parsing -----------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` (already decoded JSON) or raise :class:`ValidationFailed`."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "Request body must be a JSON object", [FieldError("body", "must be a JSON object")]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False):
+            field = _field_name(error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            errors.append(FieldError(field, message))
+        first = errors[0]
+        detail = (
+            first.message
+            if first.message in (TITLE_REQUIRED, CONTENT_REQUIRED)
+            else (f"{first.field}: {first.message}")
+        )
+        raise ValidationFailed(detail, errors) from None
+
+
+def decode_json(raw: bytes) -> Any:
+    if not raw:
+        raise ValidationFailed(
+            "Request body must be a JSON object", [FieldError("body", "is empty")]
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed(
+            "Malformed JSON body", [FieldError("body", "is not valid JSON")]
+        ) from None
+
+
+def reject_nulls(body: BaseModel) -> dict[str, Any]:
+    """The fields the client gave; ``null`` is not a value any of them accepts."""
+    given = {name: getattr(body, name) for name in body.model_fields_set}
+    nulls = [FieldError(name, "must not be null") for name, value in given.items() if value is None]
+    if nulls:
+        raise ValidationFailed(f"{nulls[0].field}: must not be null", nulls)
+    return given

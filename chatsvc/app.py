@@ -1,0 +1,49 @@
+"""The application factory, used by ``run.py`` and by the tests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from chatsvc.api import setup_routes
+from chatsvc.api.problems import add_request_id_header, problem_middleware, request_context
+from chatsvc.audit import setup_audit
+from chatsvc.auth import setup_auth
+from chatsvc.auth.middleware import auth_middleware
+from chatsvc.keys import HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
+from chatsvc.metrics import Metrics
+from chatsvc.ratelimit import RateLimiter
+from chatsvc.realtime.setup import setup_realtime
+from chatsvc.settings import Settings, load_settings
+from chatsvc.store.db import setup_database
+
+log = logging.getLogger("chatsvc")
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(headers={"User-Agent": "chatsvc"}) as client:
+        app[HTTP_CLIENT] = client
+        yield
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or load_settings()
+    app = web.Application(
+        middlewares=[request_context, problem_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[RATE_LIMITER] = RateLimiter(settings.message_rate, settings.message_burst)
+    app.on_response_prepare.append(add_request_id_header)
+    # Resources in dependency order; cleanup_ctx tears them down in reverse.
+    app.cleanup_ctx.append(http_client_ctx)
+    setup_database(app)
+    setup_auth(app)
+    setup_audit(app)
+    setup_realtime(app)
+    setup_routes(app)
+    return app

@@ -1,0 +1,168 @@
+"""The audit trail of denials: a buffered writer and the structured log line.
+
+Recording never waits on the database: events go into a bounded queue that one
+task flushes in batches (and at shutdown). A full queue still logs the event and
+counts it in ``chatsvc_audit_overflow``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatsvc.keys import AUDIT, DB_SESSIONS, METRICS, SETTINGS
+from chatsvc.metrics import Metrics
+from chatsvc.store import audit as audit_store
+from chatsvc.store.models import new_id, utcnow
+
+log = logging.getLogger("chatsvc.audit")
+
+RESOURCE_TYPES = {
+    "message.update": "chat_message",
+    "message.delete": "chat_message",
+    "audit.read": "audit",
+}
+
+
+def resource_type_for(action: str) -> str:
+    return RESOURCE_TYPES.get(action, "chat_session")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    user_id: uuid.UUID | None
+    user_email: str | None
+    permission: str | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    reason: str
+    request_id: str | None
+    client_ip: str | None
+    id: uuid.UUID = field(default_factory=new_id)
+    occurred_at: datetime = field(default_factory=utcnow)
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: Metrics,
+        queue_size: int,
+        batch_size: int,
+        flush_interval: float,
+    ) -> None:
+        self._sessions = sessions
+        self._metrics = metrics
+        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, event: AuditRecord) -> None:
+        log.warning(
+            "event=access_denied action=%s user_id=%s permission=%s resource_type=%s "
+            "resource_id=%s reason=%r request_id=%s client_ip=%s",
+            event.action,
+            event.user_id,
+            event.permission,
+            event.resource_type,
+            event.resource_id,
+            event.reason,
+            event.request_id,
+            event.client_ip,
+        )
+        self._metrics.denials.labels(event.action).inc()
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._metrics.audit_overflow.inc()
+            log.error(
+                "event=audit_buffer_full action=%s request_id=%s", event.action, event.request_id
+            )
+
+    async def _write(self, batch: list[AuditRecord]) -> bool:
+        try:
+            async with self._sessions() as session:
+                await audit_store.insert_events(session, [asdict(e) for e in batch])
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "event=audit_flush_failed error=%s pending=%d", type(exc).__name__, len(batch)
+            )
+            return False
+        self._metrics.audit_written.inc(len(batch))
+        return True
+
+    def _take(self) -> list[AuditRecord]:
+        batch: list[AuditRecord] = []
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def flush(self) -> None:
+        """Write everything buffered now (the admin route calls this to read its own writes)."""
+        while batch := self._take():
+            if not await self._write(batch):
+                for event in batch:  # keep them for the next attempt
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self._queue.put_nowait(event)
+                return
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while True:
+            first = await self._queue.get()
+            batch = [first, *self._take()]
+            try:
+                while not await self._write(batch):
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+            except asyncio.CancelledError:
+                # Shutdown mid-write: hand the batch back for the final flush.
+                for event in batch:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self._queue.put_nowait(event)
+                raise
+            backoff = self._interval
+            if self._queue.qsize() < self._batch_size:
+                await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+        if self._queue.qsize():
+            log.error("event=audit_unflushed count=%d", self._queue.qsize())
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    writer = AuditWriter(
+        app[DB_SESSIONS],
+        app[METRICS],
+        settings.audit_queue_size,
+        settings.audit_batch_size,
+        settings.audit_flush_interval,
+    )
+    app[AUDIT] = writer
+    writer.start()
+    yield
+    await writer.close()
+
+
+def setup_audit(app: web.Application) -> None:
+    app.cleanup_ctx.append(audit_ctx)

@@ -1,0 +1,76 @@
+"""The development issuer: the embedded default when no Okta issuer is configured.
+
+It keeps an RSA signing key in the data directory, publishes its public half as
+a JWKS (validated through the same :class:`~chatsvc.auth.tokens.TokenValidator`
+as Okta's keys) and mints tokens for ``python run.py token``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from chatsvc.settings import Settings
+
+KEY_FILE = "dev-issuer-key.json"
+
+
+class DevIssuer:
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = settings.issuer
+        self.audience = settings.okta_audience
+        self.groups_claim = settings.okta_groups_claim
+        self._key = self._load_or_create(settings.data_dir / KEY_FILE)
+
+    @staticmethod
+    def _load_or_create(path: Path) -> RSAKey:
+        if path.is_file():
+            return RSAKey.import_key(json.loads(path.read_text()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(key.as_dict(private=True), fh)
+        try:
+            os.link(tmp, path)  # first writer wins if two processes start at once
+        except FileExistsError:
+            tmp.unlink()
+            return RSAKey.import_key(json.loads(path.read_text()))
+        tmp.unlink()
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self._key.as_dict(private=False)]}
+
+    def discovery(self) -> dict[str, Any]:
+        return {"issuer": self.issuer, "jwks_uri": f"{self.issuer}/keys"}
+
+    def mint(
+        self,
+        sub: str,
+        groups: list[str] | tuple[str, ...] = (),
+        ttl: int = 3600,
+        email: str | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            self.groups_claim: list(groups),
+        }
+        if email or "@" in sub:
+            claims["email"] = email or sub
+        header = {"alg": "RS256", "kid": self._key.kid}
+        return jwt.encode(header, claims, self._key)

@@ -1,0 +1,81 @@
+"""Turns a bearer token into a :class:`Principal`: validate, resolve the level,
+record the user, cache the result. REST and WebSocket both come through here."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatsvc.auth.cache import PermissionCache
+from chatsvc.auth.groups import GroupMapping
+from chatsvc.auth.principal import Principal
+from chatsvc.auth.tokens import InvalidToken, KeysUnavailable, TokenValidator
+from chatsvc.errors import ServiceUnavailable, Unauthenticated
+from chatsvc.metrics import Metrics
+from chatsvc.store import users
+
+log = logging.getLogger("chatsvc.auth")
+
+
+class Authenticator:
+    def __init__(
+        self,
+        validator: TokenValidator,
+        mapping: GroupMapping,
+        cache: PermissionCache,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: Metrics,
+    ) -> None:
+        self.validator = validator
+        self.mapping = mapping
+        self.cache = cache
+        self._sessions = sessions
+        self._metrics = metrics
+
+    async def authenticate(self, token: str) -> Principal:
+        """Raise :class:`Unauthenticated` (401) or :class:`ServiceUnavailable` (503)."""
+        principal = self.cache.get(token)
+        if principal is not None:
+            self._metrics.permission_cache.labels("hit").inc()
+            return principal
+        self._metrics.permission_cache.labels("miss").inc()
+        try:
+            claims = await self.validator.validate(token)
+        except InvalidToken as exc:
+            self._metrics.auth_failures.labels(exc.reason).inc()
+            log.info("event=token_rejected reason=%s", exc.reason)
+            raise Unauthenticated("Invalid or expired token", invalid_token=True) from None
+        except KeysUnavailable:
+            self._metrics.auth_failures.labels("keys_unavailable").inc()
+            raise ServiceUnavailable("Identity provider keys are unavailable") from None
+
+        groups = self.mapping.groups_of(claims)
+        resolved = self.mapping.resolve(groups)
+        email = claims.get("email")
+        email = email if isinstance(email, str) and email else claims["sub"]
+        try:
+            async with self._sessions() as session:
+                user_id = await users.ensure_user(
+                    session,
+                    claims["iss"],
+                    claims["sub"],
+                    email,
+                    resolved.label if resolved is not None else None,
+                    list(groups),
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("event=db_unavailable where=authenticate error=%s", type(exc).__name__)
+            raise ServiceUnavailable("Database unavailable") from None
+        principal = Principal(
+            user_id=user_id,
+            issuer=claims["iss"],
+            subject=claims["sub"],
+            email=email,
+            level=self.mapping.effective(resolved),
+            groups=groups,
+            expires_at=int(claims["exp"]),
+        )
+        self.cache.put(token, principal)
+        return principal

@@ -1,0 +1,191 @@
+"""Okta access-token validation against the issuer's JWKS (joserfc).
+
+The validator owns the key cache: keys are fetched once, and an unknown ``kid``
+triggers at most one re-fetch per ``jwks_min_refresh_interval`` so that key
+rotation works without a restart and a flood of forged ``kid`` values cannot
+turn into a flood of requests to Okta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import aiohttp
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+log = logging.getLogger("chatsvc.auth")
+
+ALLOWED_ALGORITHMS = ("RS256", "ES256")
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable; ``reason`` is for logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class KeysUnavailable(Exception):
+    """No signing keys are cached and the JWKS cannot be fetched."""
+
+
+class KeySource(Protocol):
+    async def fetch(self) -> KeySet: ...
+
+
+class HttpKeySource:
+    """The issuer's JWKS over HTTP, located through OpenID discovery unless given."""
+
+    def __init__(
+        self,
+        client: Callable[[], aiohttp.ClientSession],
+        issuer: str,
+        jwks_uri: str | None,
+        timeout: float,
+    ) -> None:
+        self._client = client
+        self._issuer = issuer
+        self._jwks_uri = jwks_uri
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _get_json(self, url: str) -> Any:
+        async with self._client().get(url, timeout=self._timeout) as resp:
+            resp.raise_for_status()
+            return await resp.json(content_type=None)
+
+    async def fetch(self) -> KeySet:
+        if self._jwks_uri is None:
+            discovery = await self._get_json(f"{self._issuer}/.well-known/openid-configuration")
+            uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
+            if not isinstance(uri, str):
+                raise ValueError("discovery document has no jwks_uri")
+            self._jwks_uri = uri
+        return KeySet.import_key_set(await self._get_json(self._jwks_uri))
+
+
+class StaticKeySource:
+    """Keys held in-process (the development issuer)."""
+
+    def __init__(self, jwks: Callable[[], dict[str, Any]]) -> None:
+        self._jwks = jwks
+
+    async def fetch(self) -> KeySet:
+        return KeySet.import_key_set(self._jwks())  # type: ignore[arg-type]
+
+
+def _b64json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("malformed")
+    try:
+        header = _b64json(parts[0])
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidToken("malformed") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed")
+    return header
+
+
+class TokenValidator:
+    def __init__(
+        self,
+        source: KeySource,
+        issuer: str,
+        audience: str,
+        leeway: int = 60,
+        min_refresh_interval: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._min_refresh = min_refresh_interval
+        self._clock = clock
+        self._keys: KeySet | None = None
+        self._last_fetch = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @property
+    def keys_loaded(self) -> bool:
+        return self._keys is not None
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Re-fetch the JWKS unless one was fetched within the refresh interval."""
+        async with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_fetch < self._min_refresh:
+                return False
+            self._last_fetch = now
+            try:
+                keys = await self._source.fetch()
+            except (aiohttp.ClientError, TimeoutError, ValueError, JoseError, OSError) as exc:
+                log.warning("event=jwks_fetch_failed error=%s", type(exc).__name__)
+                return False
+            self._keys = keys
+            log.info("event=jwks_loaded keys=%d", len(keys.keys))
+            return True
+
+    async def _key_for(self, kid: str | None) -> Any:
+        if self._keys is None:
+            await self.refresh(force=True)
+            if self._keys is None:
+                raise KeysUnavailable()
+        try:
+            return self._keys.get_by_kid(kid)
+        except JoseError:
+            pass
+        if await self.refresh():
+            try:
+                return self._keys.get_by_kid(kid)
+            except JoseError:
+                pass
+        raise InvalidToken("unknown_kid")
+
+    async def validate(self, token: str) -> dict[str, Any]:
+        """Verify signature and claims; return the claims or raise :class:`InvalidToken`."""
+        if not token:
+            raise InvalidToken("empty")
+        header = unverified_header(token)
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise InvalidToken("algorithm")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("malformed")
+        key = await self._key_for(kid)
+        try:
+            decoded = jwt.decode(token, key, algorithms=[alg])
+        except (JoseError, ValueError, TypeError) as exc:
+            raise InvalidToken("signature") from exc
+        claims = decoded.claims
+        registry = jwt.JWTClaimsRegistry(
+            now=lambda: int(self._clock()),
+            leeway=self._leeway,
+            iss={"essential": True, "value": self._issuer},
+            aud={"essential": True, "value": self._audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise InvalidToken(getattr(exc, "error", "claims")) from exc
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("exp"), int | float):
+            raise InvalidToken("claims")
+        return claims

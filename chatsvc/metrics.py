@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per application (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "chatsvc_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "chatsvc_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "chatsvc_auth_failures", "Rejected credentials by reason", ["reason"], registry=r
+        )
+        self.permission_cache = Counter(
+            "chatsvc_permission_cache", "Permission cache lookups", ["result"], registry=r
+        )
+        self.denials = Counter(
+            "chatsvc_access_denials", "Access denials by action", ["action"], registry=r
+        )
+        self.rate_limited = Counter(
+            "chatsvc_rate_limited", "Messages refused by the per-user rate limit", registry=r
+        )
+        self.audit_overflow = Counter(
+            "chatsvc_audit_overflow",
+            "Audit events that found the buffer full (logged, not stored)",
+            registry=r,
+        )
+        self.audit_written = Counter("chatsvc_audit_written", "Audit events stored", registry=r)
+        self.ws_connections = Gauge(
+            "chatsvc_ws_connections", "Open WebSocket connections", registry=r
+        )
+        self.ws_frames_sent = Counter(
+            "chatsvc_ws_frames_sent", "WebSocket frames queued to members", registry=r
+        )
+        self.ws_slow_closes = Counter(
+            "chatsvc_ws_slow_consumer_closes",
+            "Members closed because their queue was full",
+            registry=r,
+        )
+        self.fanout_seconds = Histogram(
+            "chatsvc_ws_fanout_seconds",
+            "Time to enqueue one event to every local member",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "chatsvc_broker_up", "1 when the cross-process broker is connected", registry=r
+        )
+        self.broker_errors = Counter(
+            "chatsvc_broker_errors", "Broker connection failures", registry=r
+        )

@@ -1,0 +1,226 @@
+"""Settings: built-in defaults < ``config/chatsvc.toml`` < ``CHATSVC_*`` environment.
+
+One typed, validated object. Every limit the service enforces is a named field
+here, documented in ``config/chatsvc.toml``. A bad value stops start-up with one
+line naming the setting (:class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "CHATSVC_"
+DEFAULT_CONFIG_FILE = Path("config/chatsvc.toml")
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- process
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+    # --- database
+    database_url: str | None = None
+    auto_migrate: bool = True
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_timeout: float = Field(5.0, gt=0)
+
+    # --- identity (Okta)
+    okta_issuer: str | None = None
+    okta_audience: str = "api://default"
+    okta_jwks_uri: str | None = None
+    okta_groups_claim: str = "groups"
+    okta_client_id: str | None = None
+    okta_client_secret: str | None = None
+    groups_read: tuple[str, ...] = ("Onyx-Readers",)
+    groups_write: tuple[str, ...] = ("Onyx-Writers",)
+    groups_admin: tuple[str, ...] = ("Onyx-Admins",)
+    enable_chat_permissions: bool = True
+    permission_cache_ttl: float = Field(60.0, ge=0)
+    permission_cache_size: int = Field(50_000, ge=1)
+    jwt_leeway: int = Field(60, ge=0, le=60)
+    jwks_min_refresh_interval: float = Field(30.0, ge=0)
+    jwks_fetch_timeout: float = Field(5.0, gt=0)
+
+    # --- browser sign-in
+    session_cookie_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+
+    # --- request limits
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    message_rate: float = Field(20.0, gt=0)
+    message_burst: int = Field(40, ge=1)
+
+    # --- realtime
+    broker_url: str | None = None
+    ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    ws_send_queue_frames: int = Field(1024, ge=1)
+    ws_heartbeat: float = Field(30.0, gt=0)
+    ws_compress: bool = False
+    ws_max_per_session: int = Field(10_000, ge=1)
+    ws_max_per_user: int = Field(50, ge=1)
+    typing_coalesce_seconds: float = Field(2.0, ge=0)
+    typing_timeout_seconds: float = Field(6.0, gt=0)
+    presence_ttl: float = Field(30.0, gt=1)
+    broker_reconnect_max: float = Field(10.0, gt=0)
+
+    # --- audit
+    audit_queue_size: int = Field(10_000, ge=1)
+    audit_batch_size: int = Field(200, ge=1)
+    audit_flush_interval: float = Field(0.5, gt=0)
+
+    _csv_fields = field_validator(
+        "groups_read", "groups_write", "groups_admin", "allowed_origins", mode="before"
+    )(_csv)
+
+    @field_validator(
+        "okta_issuer",
+        "okta_jwks_uri",
+        "broker_url",
+        "database_url",
+        "okta_client_id",
+        "okta_client_secret",
+        "session_cookie_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("okta_issuer")
+    @classmethod
+    def _issuer_https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and is_loopback_host(parts.hostname):
+            return value
+        raise ValueError("must be an https:// URL (http:// only for a loopback host)")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "memory"):
+            raise ValueError("must be redis://..., rediss://... or memory://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_issuer(self) -> Settings:
+        if self.env == "production" and not self.okta_issuer:
+            raise ValueError("okta_issuer: is required when CHATSVC_ENV=production")
+        return self
+
+    # --- derived values
+    @property
+    def dev_issuer(self) -> bool:
+        return self.okta_issuer is None
+
+    @property
+    def issuer(self) -> str:
+        return self.okta_issuer or f"http://127.0.0.1:{self.port}/dev-issuer"
+
+    @property
+    def effective_database_url(self) -> str:
+        return (
+            self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'chatsvc.db').as_posix()}"
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, str]:
+    fields = Settings.model_fields
+    found: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in fields:
+                found[name] = value
+    return found
+
+
+def _setting_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(
+    environ: dict[str, str] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from file, environment and explicit overrides (tests)."""
+    environ = dict(os.environ if environ is None else environ)
+    path = config_file or Path(environ.get("CHATSVC_CONFIG", DEFAULT_CONFIG_FILE))
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+        unknown = sorted(set(data) - set(Settings.model_fields))
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting {unknown[0]!r}")
+        values.update(data)
+    values.update(_env_overrides(environ))
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(part) for part in error["loc"] if part]
+        field = loc[0] if loc else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if not field and ":" in message:
+            field, message = (part.strip() for part in message.split(":", 1))
+        raise SettingsError(f"invalid setting {_setting_name(field)}: {message}") from None

@@ -1,0 +1,170 @@
+"""Chat sessions: access facts, listing by scope, create, update, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatsvc.errors import NotFound
+from chatsvc.policy import ListScope, SessionFacts
+from chatsvc.store.messages import MESSAGE_COLUMNS, message_dict
+from chatsvc.store.models import ChatMessage, ChatSession, SessionCollaborator, User, utcnow
+
+SESSION_NOT_FOUND = "Chat session not found"
+RECENT_MESSAGES = 5
+
+SESSION_COLUMNS = (
+    ChatSession.id,
+    ChatSession.title,
+    ChatSession.description,
+    ChatSession.user_id,
+    ChatSession.is_shared,
+    ChatSession.chat_settings,
+    ChatSession.created_at,
+    ChatSession.updated_at,
+    ChatSession.last_seq,
+)
+
+
+def _is_collaborator(user_id: uuid.UUID) -> Any:
+    return exists().where(
+        SessionCollaborator.session_id == ChatSession.id,
+        SessionCollaborator.user_id == user_id,
+    )
+
+
+async def load_session(
+    session: AsyncSession, session_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[dict[str, Any], SessionFacts]:
+    """The session and the caller's access facts, in one query; :class:`NotFound` if absent."""
+    row = (
+        await session.execute(
+            select(*SESSION_COLUMNS, _is_collaborator(user_id).label("is_collaborator")).where(
+                ChatSession.id == session_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    data = dict(row._mapping)
+    is_collab = bool(data.pop("is_collaborator"))
+    return data, SessionFacts(data["user_id"], data["is_shared"], is_collab)
+
+
+def _scope_filter(scope: ListScope, user_id: uuid.UUID) -> Any:
+    if scope is ListScope.ALL:
+        return None
+    own_or_shared = or_(ChatSession.user_id == user_id, ChatSession.is_shared)
+    if scope is ListScope.OWN_OR_SHARED:
+        return own_or_shared
+    return or_(own_or_shared, _is_collaborator(user_id))
+
+
+async def list_sessions(
+    session: AsyncSession,
+    scope: ListScope,
+    user_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    include_messages: bool,
+) -> list[dict[str, Any]]:
+    query = select(*SESSION_COLUMNS)
+    condition = _scope_filter(scope, user_id)
+    if condition is not None:
+        query = query.where(condition)
+    query = (
+        query.order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    sessions = [dict(row._mapping) for row in await session.execute(query)]
+    if include_messages:
+        recent = await recent_messages(session, [s["id"] for s in sessions])
+        for item in sessions:
+            item["recent_messages"] = recent.get(item["id"], [])
+    return sessions
+
+
+async def recent_messages(
+    session: AsyncSession, session_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The newest messages of each session, newest first, in one query (a window function)."""
+    if not session_ids:
+        return {}
+    ranked = (
+        select(
+            ChatMessage.id,
+            func.row_number()
+            .over(partition_by=ChatMessage.chat_session_id, order_by=ChatMessage.seq.desc())
+            .label("rank"),
+        )
+        .where(ChatMessage.chat_session_id.in_(session_ids))
+        .subquery()
+    )
+    query = (
+        select(*MESSAGE_COLUMNS)
+        .join(User, User.id == ChatMessage.user_id)
+        .join(ranked, ranked.c.id == ChatMessage.id)
+        .where(ranked.c.rank <= RECENT_MESSAGES)
+        .order_by(ChatMessage.chat_session_id, ChatMessage.seq.desc())
+    )
+    result: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for row in await session.execute(query):
+        message = message_dict(row)
+        result.setdefault(message["chat_session_id"], []).append(message)
+    return result
+
+
+async def create_session(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    title: str,
+    description: str,
+    is_shared: bool,
+    chat_settings: dict[str, Any],
+) -> dict[str, Any]:
+    now = utcnow()
+    chat = ChatSession(
+        user_id=owner_id,
+        title=title,
+        description=description,
+        is_shared=is_shared,
+        chat_settings=chat_settings,
+        created_at=now,
+        updated_at=now,
+        last_seq=0,
+    )
+    session.add(chat)
+    await session.commit()
+    return {c.key: getattr(chat, c.key) for c in SESSION_COLUMNS}
+
+
+async def update_session(
+    session: AsyncSession, session_id: uuid.UUID, changes: dict[str, Any]
+) -> dict[str, Any]:
+    values = {**changes, "updated_at": utcnow()}
+    row = (
+        await session.execute(
+            update(ChatSession)
+            .where(ChatSession.id == session_id)
+            .values(**values)
+            .returning(*SESSION_COLUMNS)
+        )
+    ).one_or_none()
+    if row is None:
+        await session.rollback()
+        raise NotFound(SESSION_NOT_FOUND)
+    await session.commit()
+    return dict(row._mapping)
+
+
+async def delete_session(session: AsyncSession, session_id: uuid.UUID) -> None:
+    # Foreign keys cascade to messages and collaborators (SQLite: PRAGMA foreign_keys=ON).
+    result = await session.execute(delete(ChatSession).where(ChatSession.id == session_id))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        await session.rollback()
+        raise NotFound(SESSION_NOT_FOUND)
+    await session.commit()

@@ -1,0 +1,528 @@
+// chatsvc browser client: one ES module, no build step, no framework.
+// Server data reaches the page only through textContent and DOM properties, never innerHTML,
+// so titles and message content cannot inject markup.
+
+const WRITE_LEVELS = ['write', 'admin'];
+const MAX_BACKOFF_MS = 30_000;
+const TYPING_REPEAT_MS = 2_000; // resend "typing" at most this often while keys are pressed
+const TYPING_IDLE_MS = 3_000; // then say "stopped" after this much quiet
+const TYPING_STALE_MS = 6_000; // forget a remote typer whose "stopped" frame never came
+const PING_MS = 25_000; // keeps idle proxies from dropping the socket
+const RECONNECTING = 'Connection lost — reconnecting…';
+
+const $ = (selector) => document.querySelector(selector);
+const csrf = readCsrfToken();
+
+const state = {
+  me: null, sessions: [], current: null, // GET /api/me, the session list, the selected session
+  view: 0, // bumped on each selection so late answers for an earlier one are dropped
+  ws: null, connected: false, canSend: false, // connected: the "connected" frame has arrived
+  maxSeq: 0, // highest seq shown: the dedupe key and the since_seq of reconnects
+  retryDelay: 1000, retryTimer: null, pingTimer: null,
+  online: new Map(), typers: new Map(), // user_id -> email; user_id -> {email, timer}
+  typingSentAt: 0, typingIdleTimer: null,
+  pending: null, // {id, content} of the last sent message, until its echo arrives
+};
+
+function readCsrfToken() {
+  const token = document.querySelector('meta[name="csrf-token"]')?.content ?? '';
+  return token.startsWith('{{') ? '' : token; // an unrendered template placeholder is no token
+}
+
+/** Builds an element: `text` becomes textContent, known properties are set, the rest are attributes. */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'text') node.textContent = value;
+    else if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key in node) node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+// ---------------------------------------------------------------- REST and the status line
+
+class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem?.detail || problem?.title || `Request failed (${status})`);
+    Object.assign(this, { status, retryAfter });
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { 'X-CSRF-Token': csrf };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { method, headers, credentials: 'same-origin', body: body && JSON.stringify(body) });
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => null); // a proxy's HTML error page has no problem JSON
+  if (!res.ok) throw new ApiError(res.status, data, res.headers.get('Retry-After'));
+  return data;
+}
+
+const sessionPath = (id) => `/api/chat/sessions/${encodeURIComponent(id)}`;
+const messagePath = (id) => `/api/chat/messages/${encodeURIComponent(id)}`;
+
+function showError(err) {
+  if (err.status === 401) return showSignIn('Your sign-in has expired.');
+  if (err.status === 429) return setStatus(`Slow down — try again in ${err.retryAfter || 1} s`, 'error');
+  setStatus(err instanceof ApiError ? err.message : 'Network error — please try again.', 'error');
+}
+
+/** `content` is text or a list of text and nodes; `kind` (info/error) drives the styling. */
+function setStatus(content, kind = 'info') {
+  $('#status').replaceChildren(...[].concat(content));
+  $('#status').dataset.kind = kind;
+}
+
+const showSignIn = (text) => setStatus([`${text} `, el('a', { href: '/auth/login', text: 'Sign in' })], 'error');
+
+// ---------------------------------------------------------------- identity
+
+async function start() {
+  bindControls();
+  try {
+    state.me = await api('GET', '/api/me');
+  } catch (err) {
+    return err.status === 401 ? showSignIn('You are not signed in.') : showError(err);
+  }
+  $('#app').hidden = false;
+  renderMe();
+  if (!state.me.permission) return setStatus('Your account has no chat permission. Ask an administrator for access.');
+  await loadSessions();
+  const wanted = location.hash.slice(1); // reloading keeps the selected session
+  if (state.sessions.some((s) => s.id === wanted)) selectSession(wanted);
+}
+
+function renderMe() {
+  const { email, permission } = state.me;
+  $('#me-email').textContent = email;
+  $('#me-permission').textContent = permission ?? 'no chat permission';
+  $('#identity').hidden = $('#sign-out').hidden = false;
+  const canCreate = WRITE_LEVELS.includes(permission);
+  $('#new-session-fieldset').disabled = !canCreate;
+  const reason = $('#new-session-disabled-reason');
+  reason.hidden = canCreate;
+  reason.textContent = canCreate ? '' : `Creating sessions needs write permission (yours: ${permission ?? 'none'}).`;
+}
+
+/** The level can change on a live socket; everything that depends on it is re-rendered. */
+function setPermission(permission) {
+  if (permission === undefined || permission === state.me.permission) return;
+  state.me.permission = permission;
+  renderMe();
+  renderSessionPane();
+}
+
+function signOut() {
+  fetch('/auth/logout', { method: 'POST', headers: { 'X-CSRF-Token': csrf }, credentials: 'same-origin' })
+    .then((res) => (res.ok ? location.reload() : showError(new ApiError(res.status, null, null))), showError);
+}
+
+// ---------------------------------------------------------------- sessions
+
+const loadSessions = () => api('GET', '/api/chat/sessions?limit=200')
+  .then((sessions) => { state.sessions = sessions; renderSessions(); }, showError);
+
+function renderSessions() {
+  $('#session-list').replaceChildren(...state.sessions.map(sessionItem));
+  $('#no-sessions').hidden = state.sessions.length > 0;
+}
+
+function sessionItem(session) {
+  const button = el('button', { type: 'button', className: 'session-select', text: session.title });
+  if (session.id === state.current?.id) button.setAttribute('aria-current', 'true');
+  button.addEventListener('click', () => selectSession(session.id));
+  const item = el('li', { dataset: { sessionId: session.id } }, button);
+  if (session.is_shared) item.append(el('span', { className: 'badge', text: 'shared' }));
+  return item;
+}
+
+function renderSessionPane() {
+  const session = state.current;
+  $('#no-session-selected').hidden = Boolean(session);
+  $('#session-pane').hidden = !session;
+  if (!session) return;
+  const { id: myId, permission } = state.me;
+  const canWrite = WRITE_LEVELS.includes(permission);
+  const ownerOrAdmin = canWrite && (session.user_id === myId || permission === 'admin');
+  $('#session-title').textContent = session.title;
+  $('#session-shared-badge').hidden = !session.is_shared;
+  // Collaborator status is not cheap to learn, so any writer may try to rename; a 403 shows why not.
+  $('#session-rename-form').hidden = !canWrite;
+  const rename = $('#session-rename-input');
+  if (document.activeElement !== rename) rename.value = session.title;
+  $('#session-share-toggle').hidden = !ownerOrAdmin;
+  $('#session-share-toggle').textContent = session.is_shared ? 'Stop sharing' : 'Share with everyone';
+  const confirmGroup = $('#session-delete-confirm-group');
+  if (!ownerOrAdmin) confirmGroup.hidden = true;
+  $('#session-delete').hidden = !ownerOrAdmin || !confirmGroup.hidden;
+}
+
+function createSession(event) {
+  event.preventDefault();
+  const title = $('#new-session-title').value.trim();
+  if (!title) return setStatus('Chat session title is required', 'error');
+  api('POST', '/api/chat/sessions', { title, is_shared: $('#new-session-shared').checked }).then((session) => {
+    state.sessions.unshift(session);
+    event.target.reset();
+    setStatus(`Created session “${session.title}”.`);
+    selectSession(session.id);
+  }, showError);
+}
+
+const updateSession = (changes) => api('PUT', sessionPath(state.current.id), changes).then(replaceSession, showError);
+
+function deleteSession() {
+  const { id } = state.current;
+  api('DELETE', sessionPath(id)).then(() => removeSession(id, 'Session deleted.'), showError);
+}
+
+function replaceSession(session) {
+  state.sessions = state.sessions.map((s) => (s.id === session.id ? session : s));
+  if (state.current?.id === session.id) state.current = session;
+  renderSessions();
+  renderSessionPane();
+}
+
+function removeSession(id, message) {
+  state.sessions = state.sessions.filter((s) => s.id !== id);
+  renderSessions();
+  if (state.current?.id !== id) return;
+  selectSession(null);
+  setStatus(message);
+}
+
+function toggleDeleteConfirm(show) {
+  $('#session-delete-confirm-group').hidden = !show;
+  $('#session-delete').hidden = show;
+  $(show ? '#session-delete-confirm' : '#session-delete').focus();
+}
+
+/** Shows a session: loads its history over REST, then opens the socket from the last seq shown. */
+async function selectSession(id) {
+  const view = ++state.view;
+  closeSocket();
+  resetConversation();
+  state.current = state.sessions.find((s) => s.id === id) ?? null;
+  history.replaceState(null, '', state.current ? `#${id}` : location.pathname + location.search);
+  $('#session-delete-confirm-group').hidden = true;
+  renderSessions();
+  renderSessionPane();
+  renderSendBox();
+  if (!state.current) return;
+  try {
+    // A fresh last_seq lets us ask for the newest 500 (before_seq), not the first 500; since_seq on
+    // the socket then delivers anything newer, so nothing is missed between the two.
+    const fresh = await api('GET', `${sessionPath(id)}?include_messages=false`);
+    if (view !== state.view) return;
+    replaceSession(fresh);
+    const page = fresh.last_seq > 0 ? `&before_seq=${fresh.last_seq + 1}` : '';
+    const messages = await api('GET', `${sessionPath(id)}/messages?limit=500${page}`);
+    if (view !== state.view) return;
+    messages.forEach((m) => appendMessage(normalise(m), true));
+  } catch (err) {
+    if (view === state.view) showError(err);
+    return;
+  }
+  connect();
+}
+
+// ---------------------------------------------------------------- messages
+
+/** REST messages and WebSocket frames name fields differently; one shape for rendering. */
+const normalise = (m) => ({
+  id: m.id ?? m.message_id, seq: m.seq, userId: m.user_id, email: m.user_email, content: m.content,
+  type: m.message_type || 'user', edited: Boolean(m.is_edited), at: m.created_at ?? m.timestamp,
+});
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'short', timeStyle: 'short' });
+const formatTime = (iso) => (Number.isNaN(Date.parse(iso)) ? '' : timeFormat.format(new Date(iso)));
+
+function resetConversation() {
+  Object.assign(state, { maxSeq: 0, pending: null, canSend: false });
+  state.online.clear();
+  clearTypers();
+  $('#message-list').replaceChildren();
+  renderMembers();
+}
+
+function appendMessage(message, follow = message.userId === state.me.id) {
+  // seq only grows within a session, so anything at or below the highest shown is a repeat.
+  if (message.seq <= state.maxSeq) return;
+  state.maxSeq = message.seq;
+  appendToList(messageItem(message), follow);
+}
+
+/** Follows new lines only when the reader is already at the bottom (or wrote the line). */
+function appendToList(item, follow = false) {
+  const box = $('#message-scroller');
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  $('#message-list').append(item);
+  if (atBottom || follow) box.scrollTop = box.scrollHeight;
+}
+
+function messageItem(m) {
+  const own = m.userId === state.me.id;
+  const item = el('li', { className: `message message--${m.type}${own ? ' message--own' : ''}`, dataset: { seq: m.seq, messageId: m.id } },
+    el('div', { className: 'message-meta' },
+      el('span', { className: 'message-author', text: m.email || 'unknown' }),
+      el('time', { className: 'message-time', dateTime: m.at ?? '', text: formatTime(m.at) }),
+      el('span', { className: 'message-edited', text: '(edited)', hidden: !m.edited })),
+    el('p', { className: 'message-content', text: m.content }));
+  if (own) {
+    item.append(el('div', { className: 'message-actions' },
+      el('button', { type: 'button', className: 'message-edit', text: 'Edit', onclick: () => startEdit(item) }),
+      el('button', { type: 'button', className: 'message-delete', text: 'Delete', onclick: () => deleteMessage(item) })));
+  }
+  return item;
+}
+
+const findMessage = (id) => $('#message-list').querySelector(`li.message[data-message-id="${CSS.escape(id)}"]`);
+const removeMessage = (id) => findMessage(id)?.remove();
+
+function updateMessage(message) {
+  const item = findMessage(message.id);
+  if (!item) return;
+  item.querySelector('.message-content').textContent = message.content;
+  item.querySelector('.message-edited').hidden = !message.edited;
+}
+
+function startEdit(item) {
+  if (item.querySelector('.message-edit-form')) return;
+  const content = item.querySelector('.message-content');
+  const input = el('textarea', { className: 'message-edit-input', value: content.textContent, rows: 2, 'aria-label': 'Edit message' });
+  const done = () => { form.remove(); content.hidden = false; };
+  const form = el('form', { className: 'message-edit-form' }, input,
+    el('button', { type: 'submit', text: 'Save' }),
+    el('button', { type: 'button', text: 'Cancel', onclick: done }));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    api('PUT', messagePath(item.dataset.messageId), { content: input.value })
+      .then((m) => { updateMessage(normalise(m)); done(); }, showError);
+  });
+  input.addEventListener('keydown', (event) => { if (event.key === 'Escape') done(); });
+  content.hidden = true;
+  content.after(form);
+  input.focus();
+}
+
+const deleteMessage = (item) => api('DELETE', messagePath(item.dataset.messageId))
+  .then(() => removeMessage(item.dataset.messageId), showError);
+
+// ---------------------------------------------------------------- presence and typing
+
+function setOnline({ user_id: id, user_email: email }, online) {
+  if (online) state.online.set(id, email);
+  else { state.online.delete(id); setTyper(id, email, false); }
+  renderMembers();
+  // A system-style line: not a message, so no seq and no class "message".
+  appendToList(el('li', { className: 'notice', text: `${email} ${online ? 'joined' : 'left'}` }));
+}
+
+function renderMembers() {
+  $('#members-online').replaceChildren(...[...state.online].map(([id, email]) =>
+    el('li', { text: id === state.me?.id ? `${email} (you)` : email })));
+}
+
+function setTyper(userId, email, isTyping) {
+  clearTimeout(state.typers.get(userId)?.timer);
+  if (isTyping) state.typers.set(userId, { email, timer: setTimeout(() => setTyper(userId, email, false), TYPING_STALE_MS) });
+  else state.typers.delete(userId);
+  const names = [...state.typers.values()].map((t) => t.email);
+  $('#typing-indicator').textContent = names.length ? `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…` : '';
+}
+
+function clearTypers() {
+  for (const [userId, typer] of state.typers) setTyper(userId, typer.email, false);
+}
+
+function noteTyping() {
+  if (!canSendNow()) return;
+  const now = Date.now();
+  if (now - state.typingSentAt >= TYPING_REPEAT_MS && sendFrame({ type: 'typing', is_typing: true })) state.typingSentAt = now;
+  clearTimeout(state.typingIdleTimer);
+  state.typingIdleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingIdleTimer);
+  if (state.typingSentAt) sendFrame({ type: 'typing', is_typing: false });
+  state.typingSentAt = 0;
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+function connect() {
+  if (!state.current) return;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = null;
+  setConnection('connecting');
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${scheme}//${location.host}${sessionPath(state.current.id)}/ws?since_seq=${state.maxSeq}`);
+  state.ws = ws;
+  // Handlers check they still own state.ws: a socket replaced by a newer one must stay silent.
+  ws.onmessage = (event) => { if (state.ws === ws) handleFrame(event.data); };
+  ws.onclose = (event) => { if (state.ws === ws) onSocketClosed(event); };
+}
+
+/** Deliberate close (switching session, signing out): code 1000, so nothing reconnects. */
+function closeSocket() {
+  stopTyping();
+  state.ws?.close(1000, 'Leaving session');
+  if (state.ws) setConnection('closed: left session');
+  clearTimeout(state.retryTimer);
+  Object.assign(state, { retryTimer: null, retryDelay: 1000 });
+  forgetSocket();
+}
+
+/** Whatever closed the socket, presence and typing seen through it are no longer known. */
+function forgetSocket() {
+  clearInterval(state.pingTimer);
+  Object.assign(state, { ws: null, connected: false });
+  document.body.dataset.wsState = 'closed';
+  state.online.clear();
+  renderMembers();
+  clearTypers();
+}
+
+function onSocketClosed(event) {
+  forgetSocket();
+  renderSendBox();
+  if (event.code === 1000) return setConnection(`closed: ${event.reason || 'closed by server'}`);
+  if (event.code === 1008) return onPolicyClose(event.reason || 'Access denied');
+  // Anything else (1001 restart, 1006 network, 1013 too slow…) is worth another try.
+  setConnection('reconnecting');
+  setStatus(RECONNECTING, 'error');
+  const delay = state.retryDelay;
+  state.retryDelay = Math.min(delay * 2, MAX_BACKOFF_MS);
+  state.retryTimer = setTimeout(connect, delay);
+}
+
+/** 1008 means the server would refuse again, so say why instead of reconnecting. */
+function onPolicyClose(reason) {
+  setConnection(`closed: ${reason}`);
+  state.canSend = false; // nothing left to draft for
+  renderSendBox();
+  if (reason === 'Session deleted' || reason === 'Session not found') return removeSession(state.current.id, `${reason}.`);
+  if (reason === 'Token expired' || reason === 'Authentication required') return showSignIn(`${reason}.`);
+  setStatus(reason, 'error');
+  if (reason === 'Access revoked') loadSessions(); // the list may have lost this session
+}
+
+const setConnection = (text) => { $('#connection-state').textContent = text; };
+const isOpen = () => state.connected && state.ws?.readyState === WebSocket.OPEN;
+const canSendNow = () => isOpen() && state.canSend;
+
+function sendFrame(frame) {
+  if (!isOpen()) return false;
+  state.ws.send(JSON.stringify(frame));
+  return true;
+}
+
+function handleFrame(data) {
+  let frame = null;
+  try { frame = JSON.parse(data); } catch { /* the server only sends JSON; nothing else is ours to show */ }
+  if (frame) frameHandlers[frame.type]?.(frame);
+}
+
+const frameHandlers = {
+  connected(f) {
+    Object.assign(state, { connected: true, retryDelay: 1000, canSend: Boolean(f.can_send) });
+    state.pingTimer = setInterval(() => sendFrame({ type: 'ping' }), PING_MS);
+    state.online.set(state.me.id, state.me.email);
+    renderMembers();
+    setPermission(f.permission);
+    renderSendBox();
+    setConnection('connected');
+    if ($('#status').textContent === RECONNECTING) setStatus('');
+    document.body.dataset.wsState = 'open';
+  },
+  message(f) {
+    if (f.client_msg_id && f.client_msg_id === state.pending?.id) state.pending = null;
+    setTyper(f.user_id, f.user_email, false);
+    appendMessage(normalise(f));
+  },
+  message_updated: (f) => updateMessage(normalise(f)),
+  message_deleted: (f) => removeMessage(f.message_id),
+  session_updated: (f) => replaceSession(f.session),
+  session_deleted: (f) => removeSession(f.session_id, 'This session was deleted.'),
+  typing: (f) => setTyper(f.user_id, f.user_email, f.is_typing),
+  user_joined: (f) => setOnline(f, true),
+  user_left: (f) => setOnline(f, false),
+  permission_changed(f) {
+    state.canSend = Boolean(f.can_send);
+    setPermission(f.permission);
+    renderSendBox();
+  },
+  error(f) {
+    setStatus(f.message || f.code, 'error');
+    // A refused send must not cost the user their text: put it back if the box is still empty.
+    const input = $('#message-input');
+    if (state.pending && !input.value) input.value = state.pending.content;
+    state.pending = null;
+  },
+};
+
+// ---------------------------------------------------------------- send box
+
+function sendBlockReason() {
+  if (!state.current) return 'Select a session to chat.';
+  if (!state.connected) return 'Not connected — sending is paused.';
+  if (state.canSend) return '';
+  const level = state.me.permission;
+  return WRITE_LEVELS.includes(level) ? 'You cannot send messages to this session'
+    : `Your permission level (${level ?? 'none'}) does not allow sending messages`;
+}
+
+function renderSendBox() {
+  const reason = sendBlockReason();
+  // A dropped connection only pauses sending; drafting goes on while the right to send stands.
+  $('#message-input').disabled = Boolean(reason) && !(state.canSend && state.current);
+  $('#send-button').disabled = Boolean(reason);
+  $('#send-disabled-reason').textContent = reason;
+  $('#send-disabled-reason').hidden = !reason;
+}
+
+function sendMessage() {
+  const input = $('#message-input');
+  const content = input.value;
+  if (!content.trim()) return;
+  if (!canSendNow()) return setStatus(sendBlockReason() || 'Not connected.', 'error');
+  const id = newClientMsgId();
+  sendFrame({ type: 'message', content, client_msg_id: id });
+  state.pending = { id, content }; // the echoed "message" frame is the acknowledgement
+  input.value = '';
+  stopTyping();
+}
+
+// crypto.randomUUID exists only in secure contexts (https, localhost); plain http elsewhere needs this.
+const newClientMsgId = () => crypto.randomUUID?.()
+  ?? Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+
+// ---------------------------------------------------------------- wiring
+
+function bindControls() {
+  const on = (selector, type, handler) => $(selector).addEventListener(type, handler);
+  const submit = (handler) => (event) => { event.preventDefault(); handler(); };
+  on('#sign-out', 'click', signOut);
+  on('#new-session-form', 'submit', createSession);
+  on('#session-rename-form', 'submit', submit(() => {
+    const title = $('#session-rename-input').value.trim();
+    if (title) updateSession({ title });
+  }));
+  on('#session-share-toggle', 'click', () => updateSession({ is_shared: !state.current.is_shared }));
+  on('#session-delete', 'click', () => toggleDeleteConfirm(true));
+  on('#session-delete-cancel', 'click', () => toggleDeleteConfirm(false));
+  on('#session-delete-confirm', 'click', () => { toggleDeleteConfirm(false); deleteSession(); });
+  on('#send-form', 'submit', submit(sendMessage));
+  on('#message-input', 'keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) submit(sendMessage)(event);
+  });
+  on('#message-input', 'input', noteTyping);
+  // Back online: skip the rest of the backoff wait.
+  window.addEventListener('online', () => { if (state.retryTimer) connect(); });
+}
+
+start();
