@@ -6,17 +6,62 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from chatsvc.keys import BROKER
+from chatsvc.keys import BROKER, HUB, METRICS, SETTINGS
+from chatsvc.policy import Action
+from chatsvc.realtime import ws
 from chatsvc.realtime.broker import Broker
+from chatsvc.realtime.hub import REASON_REVOKED, Connection, Hub
+from chatsvc.settings import Settings
+
+
+def create_broker(app: web.Application, settings: Settings) -> Broker:
+    url = settings.broker_url
+    if url is None or url.startswith("memory://"):
+        return Broker()
+    from chatsvc.realtime.redis_broker import RedisBroker
+
+    return RedisBroker(url, app[METRICS], settings)
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    broker = Broker()
+    settings = app[SETTINGS]
+    broker = create_broker(app, settings)
+
+    def revoked(conn: Connection) -> None:
+        ws.record_ws_denial(app, conn, Action.WS_REVOKED, REASON_REVOKED)
+
+    def permission_changed(conn: Connection) -> None:
+        conn.send_json(
+            {
+                "type": "permission_changed",
+                "permission": conn.principal.permission,
+                "can_send": conn.can_send,
+            }
+        )
+
     app[BROKER] = broker
+    app[HUB] = Hub(
+        broker,
+        app[METRICS],
+        settings.ws_send_queue_frames,
+        settings.typing_coalesce_seconds,
+        settings.typing_timeout_seconds,
+        revoked,
+        permission_changed,
+    )
     await broker.start()
     yield
     await broker.close()
 
 
+async def close_sockets(app: web.Application) -> None:
+    """``on_shutdown``: every socket closes with 1001 (Going Away)."""
+    hub = app.get(HUB)
+    if hub is not None:
+        await hub.close_all()
+
+
 def setup_realtime(app: web.Application) -> None:
     app.cleanup_ctx.append(realtime_ctx)
+    app.on_shutdown.append(close_sockets)
+    ws.setup(app)

@@ -1,0 +1,406 @@
+"""The hub: this process's live WebSocket members, grouped in rooms by session.
+
+A broadcast serialises its frame once and appends the same bytes to every
+member's bounded queue without awaiting any socket; one writer task per member
+drains its queue. A member whose queue is full is closed with 1013, so a slow
+or stalled client never holds back the others.
+
+Events reach :meth:`Hub.deliver` from the broker, whether published by this
+process or (through Redis) by another one, so REST changes, WebSocket sends and
+revocations behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from chatsvc.auth.principal import Principal
+from chatsvc.metrics import Metrics
+from chatsvc.policy import SessionFacts, can_send, can_view
+from chatsvc.realtime.broker import Broker
+from chatsvc.store.models import utcnow
+
+log = logging.getLogger("chatsvc.realtime")
+
+# Close codes and reasons (contract section 5).
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
+REASON_REVOKED = "Access revoked"
+REASON_DELETED = "Session deleted"
+REASON_EXPIRED = "Token expired"
+REASON_SLOW = "Too slow to keep up"
+REASON_SHUTDOWN = "Server shutting down"
+CLOSE_TIMEOUT = 2.0
+
+_connection_ids = itertools.count(1)
+
+
+class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"conn={self.extra['conn']} {msg}", kwargs  # type: ignore[index]
+
+
+class Connection:
+    """One member's socket: its facts, its bounded queue and its writer task."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+        session_id: uuid.UUID,
+        facts: SessionFacts,
+        max_frames: int,
+        request_id: str | None,
+        client_ip: str | None,
+    ) -> None:
+        self.id = f"ws{next(_connection_ids)}"
+        self.ws = ws
+        self.principal = principal
+        self.session_id = session_id
+        self.facts = facts
+        self.can_send = can_send(principal, facts)
+        self.request_id = request_id
+        self.client_ip = client_ip
+        self.log = ConnectionLog(log, {"conn": self.id})
+        self._queue: deque[bytes] = deque()
+        self._max = max_frames
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._expiry: asyncio.TimerHandle | None = None
+        # While the backlog of a resume is replayed, live message frames wait here.
+        self._held: list[tuple[bytes, int | None]] | None = None
+        self.replayed_seq = 0
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.principal.user_id
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self.ws.closed
+
+    # --- sending ---------------------------------------------------------
+    def enqueue(self, data: bytes, seq: int | None = None) -> bool:
+        """Queue a frame; False (and a 1013 close) when the member cannot keep up."""
+        if self._closing:
+            return False
+        if self._held is not None:
+            if len(self._held) >= self._max:
+                self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
+                return False
+            self._held.append((data, seq))
+            return True
+        if len(self._queue) >= self._max:
+            self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
+            return False
+        self._queue.append(data)
+        self._wakeup.set()
+        return True
+
+    def send_json(self, frame: dict[str, Any]) -> bool:
+        return self.enqueue(orjson.dumps(frame))
+
+    def hold_live_frames(self) -> None:
+        self._held = []
+
+    def release_held_frames(self) -> None:
+        """End a resume: queue what arrived meanwhile, minus what the backlog already had."""
+        held, self._held = self._held or [], None
+        for data, seq in held:
+            if seq is None or seq > self.replayed_seq:
+                self.enqueue(data, seq)
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"{self.id}-writer")
+
+    async def _write_loop(self) -> None:
+        queue, ws = self._queue, self.ws
+        try:
+            while True:
+                if not queue:
+                    self._idle.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    self._idle.clear()
+                # Drain everything queued per wake-up: no task switch per frame.
+                while queue:
+                    await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError) as exc:
+            self.log.debug("event=ws_write_failed error=%s", type(exc).__name__)
+
+    # --- closing -----------------------------------------------------------
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from any task (the hub's broadcast must not wait for it)."""
+        if self._closing:
+            return
+        self._closing = True
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.log.info("event=ws_close code=%d reason=%r", code, reason)
+        self.cancel_expiry()
+        if self._writer is not None:
+            if code != TRY_AGAIN_LATER:
+                # Let queued frames (e.g. session_deleted) go out before the close frame.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
+            self._writer.cancel()
+        self._queue.clear()
+        # A peer that stopped reading cannot take the close frame either: bound the wait.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT
+            )
+
+    async def _flush(self) -> None:
+        if self._queue and self._writer is not None and not self._writer.done():
+            await self._idle.wait()
+
+    async def stop_writer(self) -> None:
+        self._closing = True
+        self.cancel_expiry()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+
+    def schedule_expiry(self, expires_at: float) -> None:
+        self.cancel_expiry()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.close_soon, POLICY_VIOLATION, REASON_EXPIRED
+        )
+
+    def cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+
+@dataclass
+class TypingState:
+    is_typing: bool = False
+    last_broadcast: float = 0.0
+    stop_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class Room:
+    session_id: uuid.UUID
+    members: set[Connection] = field(default_factory=set)
+    users: dict[uuid.UUID, int] = field(default_factory=dict)
+    typing: dict[uuid.UUID, TypingState] = field(default_factory=dict)
+
+
+Revoked = Callable[[Connection], None]
+
+
+class Hub:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        max_frames: int,
+        typing_coalesce: float,
+        typing_timeout: float,
+        on_revoked: Revoked,
+        on_permission_changed: Callable[[Connection], None],
+    ) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.max_frames = max_frames
+        self.typing_coalesce = typing_coalesce
+        self.typing_timeout = typing_timeout
+        self.rooms: dict[uuid.UUID, Room] = {}
+        self.connections: set[Connection] = set()
+        self._on_revoked = on_revoked
+        self._on_permission_changed = on_permission_changed
+        broker.attach(self.deliver)
+
+    # --- membership ----------------------------------------------------------
+    def room_size(self, session_id: uuid.UUID) -> int:
+        room = self.rooms.get(session_id)
+        return len(room.members) if room else 0
+
+    def user_connections(self, user_id: uuid.UUID) -> int:
+        return sum(1 for conn in self.connections if conn.user_id == user_id)
+
+    def add(self, conn: Connection) -> bool:
+        """Register a member; True when it is the user's first socket in this process's room."""
+        room = self.rooms.setdefault(conn.session_id, Room(conn.session_id))
+        room.members.add(conn)
+        self.connections.add(conn)
+        self.metrics.ws_connections.inc()
+        count = room.users.get(conn.user_id, 0)
+        room.users[conn.user_id] = count + 1
+        return count == 0
+
+    def remove(self, conn: Connection) -> bool:
+        """Unregister; True when it was the user's last socket in this process's room."""
+        room = self.rooms.get(conn.session_id)
+        if room is None or conn not in room.members:
+            return False
+        room.members.discard(conn)
+        self.connections.discard(conn)
+        self.metrics.ws_connections.dec()
+        remaining = room.users.get(conn.user_id, 1) - 1
+        if remaining > 0:
+            room.users[conn.user_id] = remaining
+            return False
+        room.users.pop(conn.user_id, None)
+        state = room.typing.pop(conn.user_id, None)
+        if state and state.stop_timer:
+            state.stop_timer.cancel()
+        if not room.members:
+            self.rooms.pop(conn.session_id, None)
+        return True
+
+    # --- delivery --------------------------------------------------------------
+    def deliver(self, session_id: uuid.UUID, event: dict[str, Any]) -> None:
+        """Every event for a session comes through here, from this process or another."""
+        room = self.rooms.get(session_id)
+        if room is None:
+            return
+        kind = event["type"]
+        if kind == "_collaborator":
+            self._collaborator_changed(room, uuid.UUID(str(event["user_id"])), bool(event["added"]))
+            return
+        if kind in ("user_joined", "user_left", "typing"):
+            self.broadcast(room, event, exclude_user=uuid.UUID(str(event["user_id"])))
+            return
+        if kind == "session_updated":
+            self._session_changed(room, event["session"])
+        self.broadcast(room, event, seq=event.get("seq") if kind == "message" else None)
+        if kind == "session_deleted":
+            for conn in list(room.members):
+                conn.close_soon(POLICY_VIOLATION, REASON_DELETED)
+
+    def broadcast(
+        self,
+        room: Room,
+        event: dict[str, Any],
+        exclude_user: uuid.UUID | None = None,
+        seq: int | None = None,
+    ) -> int:
+        started = time.perf_counter()
+        data = orjson.dumps(event)  # once for the whole room
+        sent = 0
+        for conn in list(room.members):
+            if exclude_user is not None and conn.user_id == exclude_user:
+                continue
+            if conn.enqueue(data, seq):
+                sent += 1
+        self.metrics.ws_frames_sent.inc(sent)
+        self.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        return sent
+
+    # --- access changes --------------------------------------------------------
+    def reevaluate(self, conn: Connection, level_changed: bool = False) -> None:
+        """Re-apply the policy to a live member: close it, or tell it its rights changed."""
+        if conn.closing:
+            return
+        if conn.principal.level is None or not can_view(conn.principal, conn.facts):
+            self._on_revoked(conn)
+            conn.close_soon(POLICY_VIOLATION, REASON_REVOKED)
+            return
+        allowed = can_send(conn.principal, conn.facts)
+        if allowed != conn.can_send or level_changed:
+            conn.can_send = allowed
+            self._on_permission_changed(conn)
+
+    def _session_changed(self, room: Room, session: dict[str, Any]) -> None:
+        owner = uuid.UUID(str(session["user_id"]))
+        for conn in list(room.members):
+            conn.facts = SessionFacts(owner, bool(session["is_shared"]), conn.facts.is_collaborator)
+            self.reevaluate(conn)
+
+    def _collaborator_changed(self, room: Room, user_id: uuid.UUID, added: bool) -> None:
+        for conn in list(room.members):
+            if conn.user_id == user_id:
+                conn.facts = SessionFacts(conn.facts.owner_id, conn.facts.is_shared, added)
+                self.reevaluate(conn)
+
+    # --- typing ------------------------------------------------------------------
+    def typing(self, conn: Connection, is_typing: bool) -> None:
+        """Coalesce per user: a repeated ``true`` within the window is not re-broadcast,
+        ``false`` always is, and silence ends typing after the timeout. A room of N
+        typists costs O(N) frames per window, not O(N^2)."""
+        room = self.rooms.get(conn.session_id)
+        if room is None:
+            return
+        state = room.typing.setdefault(conn.user_id, TypingState())
+        if state.stop_timer is not None:
+            state.stop_timer.cancel()
+            state.stop_timer = None
+        now = time.monotonic()
+        if is_typing:
+            state.stop_timer = asyncio.get_running_loop().call_later(
+                self.typing_timeout, self._typing_timed_out, conn
+            )
+            if state.is_typing and now - state.last_broadcast < self.typing_coalesce:
+                return
+            state.is_typing = True
+            state.last_broadcast = now
+        else:
+            state.is_typing = False
+        self.broker.publish(conn.session_id, typing_frame(conn.principal, is_typing))
+
+    def _typing_timed_out(self, conn: Connection) -> None:
+        room = self.rooms.get(conn.session_id)
+        state = room.typing.get(conn.user_id) if room else None
+        if state is None or not state.is_typing:
+            return
+        state.is_typing = False
+        state.stop_timer = None
+        self.broker.publish(conn.session_id, typing_frame(conn.principal, False))
+
+    # --- shutdown ----------------------------------------------------------------
+    async def close_all(self, code: int = GOING_AWAY, reason: str = REASON_SHUTDOWN) -> None:
+        await asyncio.gather(
+            *(conn.close(code, reason) for conn in list(self.connections)),
+            return_exceptions=True,
+        )
+
+
+def typing_frame(principal: Principal, is_typing: bool) -> dict[str, Any]:
+    return {
+        "type": "typing",
+        "user_id": principal.user_id,
+        "user_email": principal.email,
+        "is_typing": is_typing,
+        "timestamp": _now_iso(),
+    }
+
+
+def presence_frame(kind: str, principal: Principal) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "user_id": principal.user_id,
+        "user_email": principal.email,
+        "timestamp": _now_iso(),
+    }
+
+
+def _now_iso() -> str:
+    return utcnow().isoformat()
