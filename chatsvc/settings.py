@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "CHATSVC_"
 DEFAULT_CONFIG_FILE = Path("config/chatsvc.toml")
+DEV_ISSUER = "urn:chatsvc:dev-issuer"
 
 
 class SettingsError(Exception):
@@ -165,7 +166,9 @@ class Settings(BaseModel):
 
     @property
     def issuer(self) -> str:
-        return self.okta_issuer or f"http://127.0.0.1:{self.port}/dev-issuer"
+        # The development issuer's name does not depend on the port, so that several
+        # processes sharing one data directory (and so one key) accept each other's tokens.
+        return self.okta_issuer or DEV_ISSUER
 
     @property
     def effective_database_url(self) -> str:

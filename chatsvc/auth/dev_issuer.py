@@ -51,7 +51,7 @@ class DevIssuer:
         return {"keys": [self._key.as_dict(private=False)]}
 
     def discovery(self) -> dict[str, Any]:
-        return {"issuer": self.issuer, "jwks_uri": f"{self.issuer}/keys"}
+        return {"issuer": self.issuer, "jwks_uri": "/dev-issuer/keys"}
 
     def mint(
         self,

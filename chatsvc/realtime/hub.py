@@ -169,9 +169,7 @@ class Connection:
         self._queue.clear()
         # A peer that stopped reading cannot take the close frame either: bound the wait.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT
-            )
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
 
     async def _flush(self) -> None:
         if self._queue and self._writer is not None and not self._writer.done():
@@ -340,6 +338,23 @@ class Hub:
             if conn.user_id == user_id:
                 conn.facts = SessionFacts(conn.facts.owner_id, conn.facts.is_shared, added)
                 self.reevaluate(conn)
+
+    def resync(
+        self,
+        session_id: uuid.UUID,
+        snapshot: tuple[uuid.UUID, bool, set[uuid.UUID]] | None,
+    ) -> None:
+        """Apply access facts read from the database (after events may have been missed)."""
+        room = self.rooms.get(session_id)
+        if room is None:
+            return
+        if snapshot is None:
+            self.deliver(session_id, {"type": "session_deleted", "session_id": session_id})
+            return
+        owner, shared, collaborators = snapshot
+        for conn in list(room.members):
+            conn.facts = SessionFacts(owner, shared, conn.user_id in collaborators)
+            self.reevaluate(conn)
 
     # --- typing ------------------------------------------------------------------
     def typing(self, conn: Connection, is_typing: bool) -> None:

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
-from chatsvc.keys import BROKER, HUB, METRICS, SETTINGS
+from chatsvc.keys import BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
 from chatsvc.policy import Action
 from chatsvc.realtime import ws
 from chatsvc.realtime.broker import Broker
 from chatsvc.realtime.hub import REASON_REVOKED, Connection, Hub
+from chatsvc.realtime.redis_broker import RedisBroker
 from chatsvc.settings import Settings
+from chatsvc.store import sessions
+
+log = logging.getLogger("chatsvc.realtime")
 
 
 def create_broker(app: web.Application, settings: Settings) -> Broker:
     url = settings.broker_url
     if url is None or url.startswith("memory://"):
         return Broker()
-    from chatsvc.realtime.redis_broker import RedisBroker
-
     return RedisBroker(url, app[METRICS], settings)
 
 
@@ -49,9 +53,27 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         revoked,
         permission_changed,
     )
+    if isinstance(broker, RedisBroker):
+        broker.on_reconnect = lambda: resync_rooms(app)
     await broker.start()
     yield
     await broker.close()
+
+
+async def resync_rooms(app: web.Application) -> None:
+    """After a broker outage, re-read the access facts of every live room: a
+    revocation or deletion published elsewhere meanwhile was not relayed."""
+    hub = app[HUB]
+    for session_id in list(hub.rooms):
+        try:
+            async with app[DB_SESSIONS]() as db:
+                snapshot = await sessions.access_snapshot(db, session_id)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "event=resync_failed session_id=%s error=%s", session_id, type(exc).__name__
+            )
+            continue
+        hub.resync(session_id, snapshot)
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -72,6 +72,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class UUID(TypeDecorator[uuid.UUID]):
+    """Plain :class:`uuid.UUID` values on both databases.
+
+    asyncpg returns its own UUID subclass, which hashes and serialises
+    differently (orjson refuses it)."""
+
+    impl = Uuid
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> uuid.UUID | None:
+        if value is None or type(value) is uuid.UUID:
+            return value
+        return uuid.UUID(int=value.int) if hasattr(value, "int") else uuid.UUID(str(value))
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -80,7 +95,7 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("issuer", "subject"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     issuer: Mapped[str] = mapped_column(String(512))
     subject: Mapped[str] = mapped_column(String(255))
     email: Mapped[str] = mapped_column(String(320), index=True)
@@ -91,7 +106,7 @@ class OAuthPermission(Base):
     __tablename__ = "oauth_permissions"
 
     user_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+        UUID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     level: Mapped[str | None] = mapped_column(String(16))
     groups: Mapped[list[str]] = mapped_column(JSON)
@@ -105,8 +120,8 @@ class ChatSession(Base):
         Index("ix_chat_sessions_owner_recent", "user_id", "updated_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     is_shared: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -120,10 +135,10 @@ class SessionCollaborator(Base):
     __tablename__ = "session_collaborators"
 
     session_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("chat_sessions.id", ondelete="CASCADE"), primary_key=True
+        UUID, ForeignKey("chat_sessions.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+        UUID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -135,12 +150,12 @@ class ChatMessage(Base):
         UniqueConstraint("chat_session_id", "user_id", "client_msg_id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     chat_session_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("chat_sessions.id", ondelete="CASCADE")
+        UUID, ForeignKey("chat_sessions.id", ondelete="CASCADE")
     )
     seq: Mapped[int] = mapped_column(Integer)
-    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
     content: Mapped[str] = mapped_column(Text)
     message_type: Mapped[str] = mapped_column(String(16), default="user")
     # "metadata" is reserved on declarative classes; the column keeps the contract's name.
@@ -159,9 +174,9 @@ class AuditEvent(Base):
         Index("ix_audit_events_action", "action", "occurred_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     user_email: Mapped[str | None] = mapped_column(String(320))
     permission: Mapped[str | None] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(64))

@@ -168,3 +168,26 @@ async def delete_session(session: AsyncSession, session_id: uuid.UUID) -> None:
         await session.rollback()
         raise NotFound(SESSION_NOT_FOUND)
     await session.commit()
+
+
+async def access_snapshot(
+    session: AsyncSession, session_id: uuid.UUID
+) -> tuple[uuid.UUID, bool, set[uuid.UUID]] | None:
+    """Owner, sharing and collaborators of a session (None if it is gone)."""
+    row = (
+        await session.execute(
+            select(ChatSession.user_id, ChatSession.is_shared).where(ChatSession.id == session_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    collaborators = set(
+        (
+            await session.execute(
+                select(SessionCollaborator.user_id).where(
+                    SessionCollaborator.session_id == session_id
+                )
+            )
+        ).scalars()
+    )
+    return row.user_id, row.is_shared, collaborators
