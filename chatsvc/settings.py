@@ -97,6 +97,7 @@ class Settings(BaseModel):
     ws_max_per_user: int = Field(50, ge=1)
     typing_coalesce_seconds: float = Field(2.0, ge=0)
     typing_timeout_seconds: float = Field(6.0, gt=0)
+    ws_reorder_wait: float = Field(0.5, ge=0)
     presence_ttl: float = Field(30.0, gt=1)
     broker_reconnect_max: float = Field(10.0, gt=0)
 

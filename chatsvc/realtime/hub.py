@@ -209,6 +209,10 @@ class Room:
     members: set[Connection] = field(default_factory=set)
     users: dict[uuid.UUID, int] = field(default_factory=dict)
     typing: dict[uuid.UUID, TypingState] = field(default_factory=dict)
+    # Message frames are released in seq order (see Hub._deliver_message).
+    next_seq: int | None = None
+    pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    gap_timer: asyncio.TimerHandle | None = None
 
 
 Revoked = Callable[[Connection], None]
@@ -224,7 +228,9 @@ class Hub:
         typing_timeout: float,
         on_revoked: Revoked,
         on_permission_changed: Callable[[Connection], None],
+        reorder_wait: float = 0.5,
     ) -> None:
+        self.reorder_wait = reorder_wait
         self.broker = broker
         self.metrics = metrics
         self.max_frames = max_frames
@@ -271,6 +277,8 @@ class Hub:
         if state and state.stop_timer:
             state.stop_timer.cancel()
         if not room.members:
+            if room.gap_timer is not None:
+                room.gap_timer.cancel()
             self.rooms.pop(conn.session_id, None)
         return True
 
@@ -289,10 +297,61 @@ class Hub:
             return
         if kind == "session_updated":
             self._session_changed(room, event["session"])
-        self.broadcast(room, event, seq=event.get("seq") if kind == "message" else None)
+        if kind == "message":
+            self._deliver_message(room, event)
+            return
+        self.broadcast(room, event)
         if kind == "session_deleted":
             for conn in list(room.members):
                 conn.close_soon(POLICY_VIOLATION, REASON_DELETED)
+
+    def note_seq(self, session_id: uuid.UUID, last_seq: int) -> None:
+        """Start a new room's ordering after the last seq its first member saw stored."""
+        room = self.rooms.get(session_id)
+        if room is not None and room.next_seq is None:
+            room.next_seq = last_seq + 1
+
+    def _deliver_message(self, room: Room, event: dict[str, Any]) -> None:
+        """Release message frames in seq order.
+
+        Two senders (on two processes, or two database connections) can commit
+        seq 4 and 5 and publish them in the other order. A frame that arrives
+        ahead of a gap waits up to ``reorder_wait`` for the missing one; after
+        that it goes out anyway (the missing event was lost, e.g. during a
+        broker outage, and clients recover it with ``since_seq``)."""
+        seq = int(event["seq"])
+        expected = room.next_seq
+        if expected is not None and seq > expected:
+            room.pending[seq] = event
+            if room.gap_timer is None:
+                room.gap_timer = asyncio.get_running_loop().call_later(
+                    self.reorder_wait, self._skip_gap, room
+                )
+            return
+        self.broadcast(room, event, seq=seq)
+        if expected is None or seq == expected:
+            room.next_seq = seq + 1
+            self._release_pending(room)
+
+    def _release_pending(self, room: Room) -> None:
+        while room.next_seq in room.pending:
+            seq = room.next_seq
+            self.broadcast(room, room.pending.pop(seq), seq=seq)
+            room.next_seq = seq + 1
+        if not room.pending and room.gap_timer is not None:
+            room.gap_timer.cancel()
+            room.gap_timer = None
+
+    def _skip_gap(self, room: Room) -> None:
+        room.gap_timer = None
+        if not room.pending:
+            return
+        room.next_seq = min(room.pending)
+        self._release_pending(room)
+        if room.pending and room.gap_timer is None:
+            room.gap_timer = asyncio.get_running_loop().call_later(
+                self.reorder_wait, self._skip_gap, room
+            )
 
     def broadcast(
         self,
