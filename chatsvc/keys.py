@@ -7,22 +7,33 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import aiohttp
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-    pass
+    from chatsvc.audit import AuditWriter
+    from chatsvc.auth.dev_issuer import DevIssuer
+    from chatsvc.auth.principal import Principal
+    from chatsvc.auth.service import Authenticator
+    from chatsvc.metrics import Metrics
+    from chatsvc.policy import Action
+    from chatsvc.ratelimit import RateLimiter
+    from chatsvc.realtime.broker import Broker
+    from chatsvc.realtime.hub import Hub
+    from chatsvc.settings import Settings
 
-SETTINGS = web.AppKey["Settings"]("settings")
-METRICS = web.AppKey["Metrics"]("metrics")
-DB_ENGINE = web.AppKey["AsyncEngine"]("db_engine")
-DB_SESSIONS = web.AppKey["async_sessionmaker[AsyncSession]"]("db_sessions")
-HTTP_CLIENT = web.AppKey["aiohttp.ClientSession"]("http_client")
-DEV_ISSUER = web.AppKey["DevIssuer | None"]("dev_issuer")
-AUTHENTICATOR = web.AppKey["Authenticator"]("authenticator")
-AUDIT = web.AppKey["AuditWriter"]("audit")
-RATE_LIMITER = web.AppKey["RateLimiter"]("rate_limiter")
-BROKER = web.AppKey["Broker"]("broker")
-HUB = web.AppKey["Hub"]("hub")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+DB_ENGINE: web.AppKey[AsyncEngine] = web.AppKey("db_engine")
+DB_SESSIONS: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db_sessions")
+HTTP_CLIENT: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_client")
+DEV_ISSUER: web.AppKey[DevIssuer | None] = web.AppKey("dev_issuer")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+BROKER: web.AppKey[Broker] = web.AppKey("broker")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
 
-PRINCIPAL = web.RequestKey["Principal"]("principal")
-REQUEST_ID = web.RequestKey[str]("request_id")
-ACTION = web.RequestKey["Action"]("action")
-RESOURCE_ID = web.RequestKey["str | None"]("resource_id")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+ACTION: web.RequestKey[Action] = web.RequestKey("action")
+RESOURCE_ID: web.RequestKey[str | None] = web.RequestKey("resource_id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatsvc.api.guard import path_uuid, principal_of, requires
-from chatsvc.api.params import int_param
+from chatsvc.api.params import int_param, optional_int_param
 from chatsvc.api.responses import json_response, no_content
 from chatsvc.api.schemas import MessageCreate, MessageUpdate, decode_json, parse_model, reject_nulls
 from chatsvc.errors import FieldError, ValidationFailed
@@ -23,8 +23,8 @@ async def list_messages(request: web.Request) -> web.Response:
     principal = principal_of(request)
     limit = int_param(request, "limit", 100, 1, 500)
     offset = int_param(request, "offset", 0, 0)
-    after_seq = int_param(request, "after_seq", None, 0)
-    before_seq = int_param(request, "before_seq", None, 0)
+    after_seq = optional_int_param(request, "after_seq", 0)
+    before_seq = optional_int_param(request, "before_seq", 0)
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
     async with request.app[DB_SESSIONS]() as db:
         _, facts = await sessions.load_session(db, session_id, principal.user_id)

@@ -14,11 +14,18 @@ def _bad(name: str, message: str) -> ValidationFailed:
 
 
 def int_param(
-    request: web.Request, name: str, default: int | None, low: int, high: int | None = None
+    request: web.Request, name: str, default: int, low: int, high: int | None = None
+) -> int:
+    value = optional_int_param(request, name, low, high)
+    return default if value is None else value
+
+
+def optional_int_param(
+    request: web.Request, name: str, low: int, high: int | None = None
 ) -> int | None:
     raw = request.query.get(name)
-    if raw is None or (raw == "" and default is None):
-        return default
+    if raw is None or raw == "":
+        return None
     text = raw.strip()
     if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 12:
         raise _bad(name, "must be an integer")

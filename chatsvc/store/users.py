@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,7 +54,7 @@ async def ensure_user(
     user_id, known_email, known_level, known_groups = row
     changed = False
     if known_email != email:
-        await session.execute(User.__table__.update().where(User.id == user_id).values(email=email))
+        await session.execute(update(User).where(User.id == user_id).values(email=email))
         changed = True
     if known_groups is None:
         await session.execute(
@@ -65,7 +65,7 @@ async def ensure_user(
         changed = True
     elif known_level != level or list(known_groups) != groups:
         await session.execute(
-            OAuthPermission.__table__.update()
+            update(OAuthPermission)
             .where(OAuthPermission.user_id == user_id)
             .values(level=level, groups=groups, updated_at=utcnow())
         )
@@ -78,9 +78,9 @@ async def ensure_user(
 async def find_user_by_email(
     session: AsyncSession, email: str, prefer_issuer: str
 ) -> tuple[uuid.UUID, str] | None:
-    rows = (
+    rows = list(
         await session.execute(select(User.id, User.email, User.issuer).where(User.email == email))
-    ).all()
+    )
     if not rows:
         return None
     rows.sort(key=lambda r: r.issuer != prefer_issuer)
