@@ -128,9 +128,14 @@ class TokenValidator:
         """Re-fetch the JWKS unless one was fetched within the refresh interval."""
         async with self._lock:
             now = time.monotonic()
-            if not force and now - self._last_fetch < self._min_refresh:
+            # With no keys at all, retry sooner: every request is failing meanwhile.
+            interval = self._min_refresh if self._keys is not None else min(self._min_refresh, 1.0)
+            if not force and now - self._last_fetch < interval:
                 return False
-            self._last_fetch = now
+            if not force:
+                # The start-up load does not open the window: a key rotated
+                # just after start must still be picked up by its first use.
+                self._last_fetch = now
             try:
                 keys = await self._source.fetch()
             except (aiohttp.ClientError, TimeoutError, ValueError, JoseError, OSError) as exc:
@@ -142,19 +147,21 @@ class TokenValidator:
 
     async def _key_for(self, kid: str | None) -> Any:
         if self._keys is None:
-            await self.refresh(force=True)
+            # Rate-limited too: during an outage, requests must not each wait on a fetch.
+            await self.refresh()
             if self._keys is None:
                 raise KeysUnavailable()
         try:
             return self._keys.get_by_kid(kid)
         except JoseError:
             pass
-        if await self.refresh():
-            try:
-                return self._keys.get_by_kid(kid)
-            except JoseError:
-                pass
-        raise InvalidToken("unknown_kid")
+        # Look again even when this call did not fetch: a concurrent request
+        # may have just loaded the rotated key while this one waited.
+        await self.refresh()
+        try:
+            return self._keys.get_by_kid(kid)
+        except JoseError:
+            raise InvalidToken("unknown_kid") from None
 
     async def validate(self, token: str) -> dict[str, Any]:
         """Verify signature and claims; return the claims or raise :class:`InvalidToken`."""

@@ -1,0 +1,222 @@
+"""Configuration (contract §7): built-in defaults < TOML file < ``CHATSVC_*``
+environment; a bad value stops start-up with one line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatsvc.settings import SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path: Path):
+    """``load(toml_text, **env)``: settings from that file and environment only."""
+
+    def load(toml: str = "", **env: str) -> Any:
+        path = tmp_path / "chatsvc.toml"
+        path.write_text(toml)
+        return load_settings(environ={f"CHATSVC_{k}": v for k, v in env.items()}, config_file=path)
+
+    return load
+
+
+# --- precedence ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ("", {}, 8080),
+        ("port = 9000", {}, 9000),
+        ("", {"PORT": "9100"}, 9100),
+        ("port = 9000", {"PORT": "9100"}, 9100),
+    ],
+    ids=["default", "file over default", "environment over default", "environment over file"],
+)
+def test_precedence_is_defaults_then_file_then_environment(config, toml, env, expected):
+    assert config(toml, **env).port == expected
+
+
+def test_environment_overrides_only_the_settings_it_names(config):
+    settings = config('port = 9000\nokta_audience = "api://from-file"', OKTA_AUDIENCE="api://env")
+    assert (settings.port, settings.okta_audience) == (9000, "api://env")
+
+
+def test_contract_defaults(config):
+    settings = config()
+    assert (settings.host, settings.port, settings.okta_audience) == (
+        "127.0.0.1",
+        8080,
+        "api://default",
+    )
+    assert settings.okta_groups_claim == "groups"
+    assert (settings.groups_read, settings.groups_write, settings.groups_admin) == (
+        ("Onyx-Readers",),
+        ("Onyx-Writers",),
+        ("Onyx-Admins",),
+    )
+    assert settings.enable_chat_permissions is True
+    assert settings.permission_cache_ttl == 60
+    assert settings.broker_url is None
+    assert settings.auto_migrate is True
+    assert settings.dev_issuer
+
+
+def test_missing_config_file_means_defaults(tmp_path):
+    settings = load_settings(environ={}, config_file=tmp_path / "absent.toml")
+    assert settings.port == 8080
+
+
+def test_chatsvc_config_names_the_file(tmp_path):
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("port = 9300")
+    assert load_settings(environ={"CHATSVC_CONFIG": str(path)}).port == 9300
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("false", False), ("0", False), ("true", True), ("1", True)],
+)
+def test_boolean_from_the_environment(config, value, expected):
+    assert config(ENABLE_CHAT_PERMISSIONS=value).enable_chat_permissions is expected
+
+
+# --- comma-separated group lists ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ("", {"GROUPS_WRITE": "Team-A"}, ("Team-A",)),
+        ("", {"GROUPS_WRITE": "Team-A, Team-B,,Team-C "}, ("Team-A", "Team-B", "Team-C")),
+        ('groups_write = "Team-A,Team-B"', {}, ("Team-A", "Team-B")),
+        ('groups_write = ["Team-A", "Team-B"]', {}, ("Team-A", "Team-B")),
+        ('groups_write = "Team-A"', {"GROUPS_WRITE": "Team-Z"}, ("Team-Z",)),
+    ],
+    ids=["env one", "env several", "file string", "file list", "env over file"],
+)
+def test_group_lists_are_comma_separated(config, toml, env, expected):
+    assert config(toml, **env).groups_write == expected
+
+
+# --- the issuer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://example.okta.com/oauth2/default",
+        "http://127.0.0.1:8000/oauth2/default",
+        "http://localhost:8000",
+        "http://[::1]:8000/oauth2/default",
+    ],
+)
+def test_accepted_issuers(config, issuer):
+    assert config(OKTA_ISSUER=issuer).okta_issuer == issuer
+
+
+def test_issuer_trailing_slash_is_dropped(config):
+    assert config(OKTA_ISSUER="https://example.okta.com/").okta_issuer == "https://example.okta.com"
+
+
+def test_production_with_a_real_issuer_starts(config):
+    settings = config(ENV="production", OKTA_ISSUER="https://example.okta.com")
+    assert not settings.dev_issuer
+
+
+# --- bad values ---------------------------------------------------------------------------
+
+BAD = {
+    "port not a number": ("", {"PORT": "abc"}, "CHATSVC_PORT"),
+    "port out of range": ("", {"PORT": "70000"}, "CHATSVC_PORT"),
+    "port not a number in the file": ('port = "abc"', {}, "CHATSVC_PORT"),
+    "http issuer": ("", {"OKTA_ISSUER": "http://example.com"}, "CHATSVC_OKTA_ISSUER"),
+    "http issuer posing as loopback": (
+        "",
+        {"OKTA_ISSUER": "http://127.0.0.1.evil.example/oauth2"},
+        "CHATSVC_OKTA_ISSUER",
+    ),
+    "issuer without a scheme": ("", {"OKTA_ISSUER": "example.okta.com"}, "CHATSVC_OKTA_ISSUER"),
+    "http issuer in the file": ('okta_issuer = "http://example.com"', {}, "CHATSVC_OKTA_ISSUER"),
+    "broker not redis": ("", {"BROKER_URL": "http://127.0.0.1:6379"}, "CHATSVC_BROKER_URL"),
+    "database not supported": ("", {"DATABASE_URL": "mysql://db/chat"}, "CHATSVC_DATABASE_URL"),
+    "production without issuer": ("", {"ENV": "production"}, "CHATSVC_OKTA_ISSUER"),
+    "unknown environment": ("", {"ENV": "staging"}, "CHATSVC_ENV"),
+    "boolean not a boolean": (
+        "",
+        {"ENABLE_CHAT_PERMISSIONS": "maybe"},
+        "CHATSVC_ENABLE_CHAT_PERMISSIONS",
+    ),
+    "leeway over 60 s": ("", {"JWT_LEEWAY": "120"}, "CHATSVC_JWT_LEEWAY"),
+    "negative cache ttl": ("", {"PERMISSION_CACHE_TTL": "-1"}, "CHATSVC_PERMISSION_CACHE_TTL"),
+}
+
+
+@pytest.mark.parametrize(("toml", "env", "name"), BAD.values(), ids=BAD.keys())
+def test_bad_value_names_the_setting_in_one_line(config, toml, env, name):
+    with pytest.raises(SettingsError) as caught:
+        config(toml, **env)
+    message = str(caught.value)
+    assert f"invalid setting {name}:" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_the_file_is_named(config, tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        config('port = 9000\ncolour = "blue"')
+    message = str(caught.value)
+    assert "'colour'" in message
+    assert str(tmp_path / "chatsvc.toml") in message
+    assert "\n" not in message
+
+
+def test_malformed_file_is_named(config, tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        config("port = = 9000")
+    assert str(tmp_path / "chatsvc.toml") in str(caught.value)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def run_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
+    environ.update(
+        CHATSVC_DATA_DIR=str(tmp_path),
+        CHATSVC_CONFIG=str(tmp_path / "absent.toml"),
+        **{f"CHATSVC_{k}": v for k, v in env.items()},
+    )
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PORT": "abc"}, "CHATSVC_PORT"),
+        ({"OKTA_ISSUER": "http://example.com"}, "CHATSVC_OKTA_ISSUER"),
+        ({"ENV": "production"}, "CHATSVC_OKTA_ISSUER"),
+    ],
+)
+def test_run_py_refuses_bad_configuration_with_one_line(tmp_path, env, name):
+    result = run_py(tmp_path, **env)
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+    assert not (tmp_path / "chatsvc.db").exists()  # stopped before touching the database
