@@ -12,6 +12,7 @@ from chatsvc.api import setup_routes
 from chatsvc.api.problems import add_request_id_header, problem_middleware, request_context
 from chatsvc.audit import setup_audit
 from chatsvc.auth import setup_auth
+from chatsvc.auth.browser import setup_browser
 from chatsvc.auth.middleware import auth_middleware
 from chatsvc.keys import HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
 from chatsvc.metrics import Metrics
@@ -19,6 +20,7 @@ from chatsvc.ratelimit import RateLimiter
 from chatsvc.realtime.setup import setup_realtime
 from chatsvc.settings import Settings, load_settings
 from chatsvc.store.db import setup_database
+from chatsvc.web import setup_web
 
 log = logging.getLogger("chatsvc")
 
@@ -43,7 +45,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(http_client_ctx)
     setup_database(app)
     setup_auth(app)
+    setup_browser(app)
     setup_audit(app)
     setup_realtime(app)
     setup_routes(app)
+    setup_web(app)
     return app

@@ -3,18 +3,25 @@
 It serves the OpenID discovery document and a JWKS over real HTTP (a thread
 with its own server), signs tokens with its generated keys, and can rotate its
 keys, forge tokens in the usual ways and go offline.
+
+For browser sign-in it also has an authorization endpoint (which signs in
+``browser_user`` at once and redirects back with a code) and a token endpoint
+(authorization code with a PKCE S256 check, and rotating refresh tokens).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
@@ -32,6 +39,7 @@ class FakeOkta:
         ]
         self.online = True
         self.jwks_requests = 0
+        self._reset_sign_in()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         self.issuer = f"http://127.0.0.1:{self.port}/oauth2/default"
@@ -52,7 +60,19 @@ class FakeOkta:
                     self.end_headers()
                     return
                 if self.path.endswith("/.well-known/openid-configuration"):
-                    body = {"issuer": okta.issuer, "jwks_uri": f"{okta.issuer}/v1/keys"}
+                    body = {
+                        "issuer": okta.issuer,
+                        "jwks_uri": f"{okta.issuer}/v1/keys",
+                        "authorization_endpoint": f"{okta.issuer}/v1/authorize",
+                        "token_endpoint": f"{okta.issuer}/v1/token",
+                    }
+                elif urlsplit(self.path).path.endswith("/v1/authorize"):
+                    location = okta.authorize(parse_qs(urlsplit(self.path).query))
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 elif self.path.endswith("/v1/keys"):
                     okta.jwks_requests += 1
                     body = okta.jwks()
@@ -62,6 +82,24 @@ class FakeOkta:
                     return
                 payload = json.dumps(body).encode()
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                if not okta.online or not self.path.endswith("/v1/token"):
+                    self.send_response(503 if not okta.online else 404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                status, body = okta.token_endpoint(
+                    {k: v[0] for k, v in form.items()}, self.headers.get("Authorization")
+                )
+                payload = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -92,6 +130,69 @@ class FakeOkta:
         self.keys = self.keys[:1]
         self.online = True
         self.jwks_requests = 0
+        self._reset_sign_in()
+
+    # --- browser sign-in (authorization code + PKCE) -------------------------
+    def _reset_sign_in(self) -> None:
+        self.browser_user: tuple[str, list[str]] = ("browser@example.com", ["Onyx-Writers"])
+        self.access_token_ttl = 3600
+        self.id_token_claims: dict[str, Any] = {}  # overrides, e.g. a wrong nonce
+        self.authorize_requests: list[dict[str, str]] = []
+        self.token_requests: list[dict[str, Any]] = []
+        self._codes: dict[str, dict[str, Any]] = {}
+        self._refresh_tokens: dict[str, tuple[str, list[str], str]] = {}
+
+    def authorize(self, query: dict[str, list[str]]) -> str:
+        """Sign ``browser_user`` in at once; the redirect back carries a one-time code."""
+        params = {k: v[0] for k, v in query.items()}
+        self.authorize_requests.append(params)
+        code = secrets.token_urlsafe(16)
+        self._codes[code] = {**params, "user": self.browser_user}
+        back = {"code": code, "state": params.get("state", "")}
+        return f"{params['redirect_uri']}?{urlencode(back)}"
+
+    def token_endpoint(
+        self, form: dict[str, str], authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        self.token_requests.append({**form, "authorization": authorization})
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            request = self._codes.pop(form.get("code", ""), None)
+            if request is None or request.get("redirect_uri") != form.get("redirect_uri"):
+                return 400, {"error": "invalid_grant"}
+            verifier = form.get("code_verifier", "")
+            if request.get("code_challenge_method") != "S256" or create_s256_code_challenge(
+                verifier
+            ) != request.get("code_challenge"):
+                return 400, {"error": "invalid_grant", "error_description": "PKCE verification"}
+            sub, groups = request["user"]
+            return 200, self._issue(sub, groups, request["client_id"], request.get("nonce"))
+        if grant == "refresh_token":
+            known = self._refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if known is None:
+                return 400, {"error": "invalid_grant"}
+            sub, groups, client_id = known
+            return 200, self._issue(sub, groups, client_id, None)
+        return 400, {"error": "unsupported_grant_type"}
+
+    def _issue(
+        self, sub: str, groups: list[str], client_id: str, nonce: str | None
+    ) -> dict[str, Any]:
+        id_claims = self.claims(sub, ttl=3600, aud=client_id, nonce=nonce, groups=None)
+        id_claims.update(self.id_token_claims)
+        refresh = secrets.token_urlsafe(24)
+        self._refresh_tokens[refresh] = (sub, groups, client_id)
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.access_token_ttl,
+            "scope": "openid email profile offline_access",
+            "access_token": self.token(sub, groups, ttl=self.access_token_ttl),
+            "id_token": self.sign(id_claims),
+            "refresh_token": refresh,
+        }
+
+    def revoke_refresh_tokens(self) -> None:
+        self._refresh_tokens.clear()
 
     # --- tokens ------------------------------------------------------------
     def claims(
