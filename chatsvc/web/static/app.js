@@ -391,6 +391,11 @@ function onSocketClosed(event) {
   forgetSocket();
   renderSendBox();
   if (event.code === 1000) return setConnection(`closed: ${event.reason || 'closed by server'}`);
+  // The upgrade request refreshes the cookie's token when it can: one immediate retry.
+  if (event.code === 1008 && event.reason === 'Token expired' && !state.retriedExpiry) {
+    state.retriedExpiry = true;
+    return connect();
+  }
   if (event.code === 1008) return onPolicyClose(event.reason || 'Access denied');
   // Anything else (1001 restart, 1006 network, 1013 too slow…) is worth another try.
   setConnection('reconnecting');
@@ -429,7 +434,7 @@ function handleFrame(data) {
 
 const frameHandlers = {
   connected(f) {
-    Object.assign(state, { connected: true, retryDelay: 1000, canSend: Boolean(f.can_send) });
+    Object.assign(state, { connected: true, retryDelay: 1000, retriedExpiry: false, canSend: Boolean(f.can_send) });
     state.pingTimer = setInterval(() => sendFrame({ type: 'ping' }), PING_MS);
     state.online.set(state.me.id, state.me.email);
     renderMembers();
