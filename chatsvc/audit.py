@@ -67,6 +67,7 @@ class AuditWriter:
         self._batch_size = batch_size
         self._interval = flush_interval
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[bool] | None = None  # the writer task's current write
 
     def record(self, event: AuditRecord) -> None:
         log.warning(
@@ -109,29 +110,47 @@ class AuditWriter:
         return batch
 
     async def flush(self) -> None:
-        """Write everything buffered now (the admin route calls this to read its own writes)."""
+        """Write everything recorded up to now (the admin route calls this to read its own
+        writes), including the batch the writer task may be writing at this moment."""
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            await asyncio.shield(inflight)
         while batch := self._take():
             if not await self._write(batch):
-                for event in batch:  # keep them for the next attempt
-                    with contextlib.suppress(asyncio.QueueFull):
-                        self._queue.put_nowait(event)
+                self._requeue(batch)  # keep them for the next attempt
                 return
+
+    def _requeue(self, batch: list[AuditRecord]) -> None:
+        for event in batch:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(event)
+
+    async def _write_through(self, batch: list[AuditRecord]) -> bool:
+        """Write a batch; a cancellation (shutdown) waits for the write to end.
+
+        A database call cut half-way can leave SQLite locked for the final flush,
+        or commit a batch that would then be handed back and written twice."""
+        write = self._inflight = asyncio.ensure_future(self._write(batch))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if not await write:
+                self._requeue(batch)
+            raise
 
     async def _run(self) -> None:
         backoff = self._interval
         while True:
             first = await self._queue.get()
             batch = [first, *self._take()]
-            try:
-                while not await self._write(batch):
+            while not await self._write_through(batch):
+                try:
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
-            except asyncio.CancelledError:
-                # Shutdown mid-write: hand the batch back for the final flush.
-                for event in batch:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        self._queue.put_nowait(event)
-                raise
+                except asyncio.CancelledError:
+                    # Shutdown while waiting to retry: hand the batch back for the final flush.
+                    self._requeue(batch)
+                    raise
+                backoff = min(backoff * 2, 30.0)
             backoff = self._interval
             if self._queue.qsize() < self._batch_size:
                 await asyncio.sleep(self._interval)

@@ -64,4 +64,6 @@ def str_param(request: web.Request, name: str, max_length: int = 64) -> str | No
         return None
     if len(raw) > max_length:
         raise _bad(name, f"must be at most {max_length} characters")
+    if "\x00" in raw:
+        raise _bad(name, "must not contain NUL characters")
     return raw

@@ -50,6 +50,14 @@ def _content(value: str | None) -> str | None:
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000: refuse it on every database alike (400, not 503).
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class SessionCreate(Body):
     title: str
@@ -139,6 +147,20 @@ class MessageOut(BaseModel):
     updated_at: str
 
 
+class SessionListItem(SessionOut):
+    recent_messages: list[MessageOut] = Field(
+        default_factory=list,
+        description="Only with include_messages=true: the 5 newest messages, newest first.",
+    )
+
+
+class SessionDetail(SessionOut):
+    messages: list[MessageOut] = Field(
+        default_factory=list,
+        description="Only with include_messages=true (the default): every message, oldest first.",
+    )
+
+
 class CollaboratorOut(BaseModel):
     user_id: str
     email: str
@@ -166,14 +188,28 @@ class AuditEventOut(BaseModel):
     client_ip: str | None
 
 
+class ReadinessOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["up", "down"]
+    keys: Literal["loaded", "unavailable"]
+    broker: str
+
+
+class ProblemFieldError(BaseModel):
+    field: str
+    message: str
+
+
 class Problem(BaseModel):
+    """RFC 9457 problem details; ``errors`` only for validation failures."""
+
     type: str
     title: str
     status: int
     detail: str
     code: str
     request_id: str
-    errors: list[dict[str, str]] | None = None
+    errors: list[ProblemFieldError] = Field(default_factory=list)
 
 
 # --- parsing -----------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 document, generated from the pydantic
+models, covers every route; and the service keeps to it for any input
+(property-based, with schemathesis)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import requests
+import schemathesis
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from chatsvc.api import schemas
+from chatsvc.api.openapi import REF_TEMPLATE, build_document
+from chatsvc.app import create_app
+from tests.conftest import create_session, send_message, settings_for, sign_in
+
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+@pytest.fixture
+def app(tmp_path, okta) -> web.Application:
+    """The app as ``run.py`` builds it; its routes exist before it starts (no database needed)."""
+    return create_app(settings_for(tmp_path, None, okta))
+
+
+@pytest.fixture
+def document(app) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(build_document(app)))
+
+
+def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): op
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+    }
+
+
+async def test_the_document_is_served_without_a_token(client):
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    assert "X-Request-ID" in resp.headers
+    body = await resp.json()
+    assert body["openapi"] == "3.1.0"
+    assert body == orjson.loads(orjson.dumps(build_document(client.app)))
+
+
+def test_every_api_route_and_every_public_route_is_documented(app, document):
+    served = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+        and route.resource is not None
+        and (route.resource.canonical.startswith("/api/") or route.resource.canonical in PUBLIC)
+    }
+    assert set(operations(document)) == served
+
+
+MODELS = [
+    schemas.SessionCreate,
+    schemas.SessionUpdate,
+    schemas.MessageCreate,
+    schemas.MessageUpdate,
+    schemas.CollaboratorAdd,
+    schemas.SessionOut,
+    schemas.SessionListItem,
+    schemas.SessionDetail,
+    schemas.MessageOut,
+    schemas.CollaboratorOut,
+    schemas.MeOut,
+    schemas.AuditEventOut,
+    schemas.ReadinessOut,
+    schemas.Problem,
+]
+
+
+def test_component_schemas_are_generated_from_the_models(document, subtests):
+    components = document["components"]["schemas"]
+    for model in MODELS:
+        with subtests.test(model.__name__):
+            expected = model.model_json_schema(ref_template=REF_TEMPLATE)
+            nested = expected.pop("$defs", {})
+            assert components[model.__name__] == expected
+            for name, schema in nested.items():
+                assert components[name] == schema
+
+
+# (method, path, request body model, statuses, query parameters)
+ROUTES: list[tuple[str, str, str | None, set[int], set[str]]] = [
+    ("GET", "/healthz", None, {200}, set()),
+    ("GET", "/readyz", None, {200, 503}, set()),
+    ("GET", "/metrics", None, {200}, set()),
+    ("GET", "/openapi.json", None, {200}, set()),
+    ("GET", "/api/me", None, {200, 401, 503}, set()),
+    ("GET", "/api/chat/sessions", None, {200, 400, 401, 403, 503},
+     {"limit", "offset", "include_messages"}),
+    ("POST", "/api/chat/sessions", "SessionCreate", {201, 400, 401, 403, 413, 503}, set()),
+    ("GET", "/api/chat/sessions/{session_id}", None, {200, 400, 401, 403, 404, 503},
+     {"include_messages"}),
+    ("PUT", "/api/chat/sessions/{session_id}", "SessionUpdate",
+     {200, 400, 401, 403, 404, 413, 503}, set()),
+    ("DELETE", "/api/chat/sessions/{session_id}", None, {204, 401, 403, 404, 503}, set()),
+    ("GET", "/api/chat/sessions/{session_id}/messages", None, {200, 400, 401, 403, 404, 503},
+     {"limit", "offset", "after_seq", "before_seq"}),
+    ("POST", "/api/chat/sessions/{session_id}/messages", "MessageCreate",
+     {200, 201, 400, 401, 403, 404, 413, 429, 503}, set()),
+    ("PUT", "/api/chat/messages/{message_id}", "MessageUpdate",
+     {200, 400, 401, 403, 404, 413, 503}, set()),
+    ("DELETE", "/api/chat/messages/{message_id}", None, {204, 401, 403, 404, 503}, set()),
+    ("GET", "/api/chat/sessions/{session_id}/collaborators", None,
+     {200, 401, 403, 404, 503}, set()),
+    ("POST", "/api/chat/sessions/{session_id}/collaborators", "CollaboratorAdd",
+     {200, 201, 400, 401, 403, 404, 413, 503}, set()),
+    ("DELETE", "/api/chat/sessions/{session_id}/collaborators/{user_id}", None,
+     {204, 401, 403, 404, 503}, set()),
+    ("GET", "/api/chat/audit", None, {200, 400, 401, 403, 503},
+     {"limit", "offset", "user_id", "action"}),
+    ("GET", "/api/chat/sessions/{session_id}/ws", None, {101, 400, 503},
+     {"since_seq", "access_token"}),
+]  # fmt: skip
+
+
+def test_each_route_documents_its_body_parameters_and_statuses(document, subtests):
+    ops = operations(document)
+    assert {(method, path) for method, path, *_ in ROUTES} == set(ops)
+    for method, path, body, statuses, query in ROUTES:
+        with subtests.test(f"{method} {path}"):
+            op = ops[(method, path)]
+            assert {int(status) for status in op["responses"]} == statuses
+            params = op.get("parameters", [])
+            assert {p["name"] for p in params if p["in"] == "query"} == query
+            path_names = {p["name"] for p in params if p["in"] == "path"}
+            assert {f"{{{name}}}" for name in path_names} == {
+                part for part in path.split("/") if part.startswith("{")
+            }
+            if body is None:
+                assert "requestBody" not in op
+            else:
+                schema = op["requestBody"]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": f"#/components/schemas/{body}"}
+
+
+def test_every_error_is_problem_json(document, subtests):
+    for (method, path), op in operations(document).items():
+        for status, response in op["responses"].items():
+            if int(status) < 400 or path == "/readyz":  # readiness answers its report, also 503
+                continue
+            with subtests.test(f"{method} {path} {status}"):
+                content = response["content"]["application/problem+json"]["schema"]
+                assert content == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_401_names_www_authenticate_and_429_names_retry_after(document):
+    ops = operations(document)
+    assert "WWW-Authenticate" in ops[("GET", "/api/me")]["responses"]["401"]["headers"]
+    send = ops[("POST", "/api/chat/sessions/{session_id}/messages")]
+    assert send["responses"]["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
+def test_bearer_tokens_are_required_except_on_public_routes(document):
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert document["security"] == [{"bearer": []}]
+    for (_, path), op in operations(document).items():
+        assert ("security" in op and op["security"] == []) == (path in PUBLIC), path
+
+
+def test_a_403_names_the_route_level(document, subtests):
+    for method, path, level in [
+        ("GET", "/api/chat/sessions", "read"),
+        ("POST", "/api/chat/sessions", "write"),
+        ("DELETE", "/api/chat/messages/{message_id}", "write"),
+        ("GET", "/api/chat/audit", "admin"),
+    ]:
+        with subtests.test(f"{method} {path}"):
+            description = operations(document)[(method, path)]["responses"]["403"]["description"]
+            assert f"Requires {level} permission" in description
+
+
+async def test_the_documented_limits_are_the_enforced_ones(client, admin, subtests):
+    session = await create_session(client, admin)
+    for (method, path), op in operations(build_document(client.app)).items():
+        for param in op.get("parameters", []):
+            if param["name"] != "limit":
+                continue
+            target = path.replace("{session_id}", session["id"])
+            maximum = param["schema"]["maximum"]
+            with subtests.test(f"{method} {path}"):
+                at = await client.get(f"{target}?limit={maximum}", headers=admin.headers)
+                over = await client.get(f"{target}?limit={maximum + 1}", headers=admin.headers)
+                assert (at.status, over.status) == (200, 400)
+
+
+# --- property-based: any input, only documented answers --------------------------
+
+SCHEMA = schemathesis.openapi.from_dict(build_document())
+FUZZED = [
+    result.ok()
+    for result in SCHEMA.get_all_operations()
+    if not result.ok().path.endswith("/ws")  # a WebSocket upgrade, not a JSON route
+]
+STRATEGIES = {
+    op.label: st.one_of(
+        op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)
+    )
+    for op in FUZZED
+}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@dataclass
+class Target:
+    """Real ids, so that generated requests also reach the store, not only 404."""
+
+    path_parameters: dict[str, str]
+
+
+@pytest.fixture
+async def fuzz_client(aiohttp_client, sqlite_template, tmp_path, okta):
+    """SQLite only: the run is about the HTTP contract, and costs seconds per database.
+    Database-specific input handling (U+0000 on PostgreSQL) has its own tests in
+    test_validation.py, on both databases."""
+    database = tmp_path / "fuzz.db"
+    shutil.copy(sqlite_template, database)
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{database}", okta)
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def target(fuzz_client, admin, writer, other_writer) -> Target:
+    session = await create_session(fuzz_client, writer, is_shared=True)
+    message = await send_message(fuzz_client, writer, session["id"])
+    collaborator = await sign_in(fuzz_client, other_writer)
+    await sign_in(fuzz_client, admin)
+    resp = await fuzz_client.post(
+        f"/api/chat/sessions/{session['id']}/collaborators",
+        json={"email": other_writer.email},
+        headers=writer.headers,
+    )
+    assert resp.status == 201
+    return Target(
+        {"session_id": session["id"], "message_id": message["id"], "user_id": collaborator["id"]}
+    )
+
+
+async def call(client, case, authorization: str | None) -> schemathesis.Response:
+    kwargs = case.as_transport_kwargs(base_url=str(client.make_url("")).rstrip("/"))
+    headers = dict(kwargs["headers"])
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    prepared = requests.Request(
+        method=kwargs["method"],
+        url=kwargs["url"],
+        headers=headers,
+        params=kwargs.get("params"),
+        json=kwargs.get("json"),
+        data=kwargs.get("data"),
+    ).prepare()
+    sent_headers = {k: v for k, v in prepared.headers.items() if k.lower() != "content-length"}
+    resp = await client.request(
+        prepared.method, prepared.path_url, data=prepared.body, headers=sent_headers
+    )
+    return schemathesis.Response(
+        status_code=resp.status,
+        headers={name: resp.headers.getall(name) for name in resp.headers},
+        content=await resp.read(),
+        request=prepared,
+        elapsed=0.0,
+        verify=False,
+    )
+
+
+@pytest.mark.parametrize("label", list(STRATEGIES))
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_any_request_gets_a_documented_answer(
+    fuzz_client, admin, writer, target, label, data
+):
+    case = data.draw(STRATEGIES[label])
+    if data.draw(st.booleans(), label="real ids"):
+        for name in case.path_parameters:
+            case.path_parameters[name] = target.path_parameters[name]
+    caller = data.draw(st.sampled_from(["admin", "writer", "as generated"]), label="caller")
+    authorization = {"admin": admin, "writer": writer}.get(caller)
+    response = await call(
+        fuzz_client, case, f"Bearer {authorization.token}" if authorization else None
+    )
+    assert response.status_code != 503, response.content  # the database is up
+    case.validate_response(response, checks=CHECKS)
