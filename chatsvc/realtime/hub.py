@@ -85,6 +85,7 @@ class Connection:
         # While the backlog of a resume is replayed, live message frames wait here.
         self._held: list[tuple[bytes, int | None]] | None = None
         self.replayed_seq = 0
+        self.on_slow: Callable[[], None] | None = None  # set by the hub: counts 1013 closes
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -99,18 +100,25 @@ class Connection:
         """Queue a frame; False (and a 1013 close) when the member cannot keep up."""
         if self._closing:
             return False
+        if seq is not None and seq <= self.replayed_seq:
+            return True  # the backlog already had it (its live copy came late)
         if self._held is not None:
             if len(self._held) >= self._max:
-                self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
+                self._too_slow()
                 return False
             self._held.append((data, seq))
             return True
         if len(self._queue) >= self._max:
-            self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
+            self._too_slow()
             return False
         self._queue.append(data)
         self._wakeup.set()
         return True
+
+    def _too_slow(self) -> None:
+        if self.on_slow is not None:
+            self.on_slow()
+        self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
 
     def send_json(self, frame: dict[str, Any]) -> bool:
         return self.enqueue(orjson.dumps(frame))
@@ -255,6 +263,7 @@ class Hub:
         room = self.rooms.setdefault(conn.session_id, Room(conn.session_id))
         room.members.add(conn)
         self.connections.add(conn)
+        conn.on_slow = self.metrics.ws_slow_closes.inc
         self.metrics.ws_connections.inc()
         count = room.users.get(conn.user_id, 0)
         room.users[conn.user_id] = count + 1
@@ -306,7 +315,7 @@ class Hub:
                 conn.close_soon(POLICY_VIOLATION, REASON_DELETED)
 
     def note_seq(self, session_id: uuid.UUID, last_seq: int) -> None:
-        """Start a new room's ordering after the last seq its first member saw stored."""
+        """Start a new room's ordering after the last seq its first member was sent."""
         room = self.rooms.get(session_id)
         if room is not None and room.next_seq is None:
             room.next_seq = last_seq + 1

@@ -86,7 +86,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     settings = app[SETTINGS]
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat,
-        max_msg_size=settings.ws_max_frame_bytes,
+        # aiohttp refuses a message of max_msg_size bytes or more; the contract
+        # closes only frames *larger* than the limit.
+        max_msg_size=settings.ws_max_frame_bytes + 1,
         compress=settings.ws_compress,
         timeout=5.0,
     )
@@ -129,13 +131,22 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
 
     conn = Connection(
-        ws, principal, session_id, facts, settings.ws_send_queue_frames,
-        request.get(REQUEST_ID), request.remote,
+        ws,
+        principal,
+        session_id,
+        facts,
+        settings.ws_send_queue_frames,
+        request.get(REQUEST_ID),
+        request.remote,
     )
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
     conn.hold_live_frames()
     first_socket = hub.add(conn)
     try:
+        # Present (across processes) before the client hears "connected": from then
+        # on, closing the user's other socket is not a departure.
+        if first_socket and await hub.broker.presence_join(session_id, principal.user_id):
+            hub.broker.publish(session_id, presence_frame("user_joined", principal))
         await ws.send_frame(
             orjson.dumps(
                 {
@@ -150,13 +161,13 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             ),
             WSMsgType.TEXT,
         )
-        if isinstance(since, int):
-            await replay_backlog(app, conn, since)
+        # Without since_seq, start after the last_seq just reported: a message
+        # committed after that read but published before hub.add() is otherwise lost.
+        await replay_backlog(app, conn, since if isinstance(since, int) else session["last_seq"])
         conn.release_held_frames()
+        hub.note_seq(session_id, conn.replayed_seq)
         conn.start_writer()
         conn.schedule_expiry(principal.expires_at)
-        if first_socket and await hub.broker.presence_join(session_id, principal.user_id):
-            hub.broker.publish(session_id, presence_frame("user_joined", principal))
         await receive_loop(app, conn)
     except (ConnectionError, RuntimeError) as exc:
         conn.log.debug("event=ws_dropped error=%s", type(exc).__name__)
@@ -219,7 +230,9 @@ async def on_message(app: web.Application, conn: Connection, frame: dict[str, An
     try:
         require_level(conn.principal, Action.WS_SEND, Level.WRITE)
         body = parse_model(MessageCreate, {k: v for k, v in frame.items() if k != "type"})
-        message, created = await send_message(app, conn.principal, conn.session_id, body, Action.WS_SEND)
+        message, created = await send_message(
+            app, conn.principal, conn.session_id, body, Action.WS_SEND
+        )
     except AccessDenied as exc:
         _deny(app, conn, exc, Action.WS_SEND)
         return
@@ -227,7 +240,9 @@ async def on_message(app: web.Application, conn: Connection, frame: dict[str, An
         conn.send_json(error_frame("INVALID_CONTENT", exc.detail))
         return
     except RateLimited as exc:
-        conn.send_json(error_frame("RATE_LIMITED", f"{exc.detail}; retry after {exc.retry_after} s"))
+        conn.send_json(
+            error_frame("RATE_LIMITED", f"{exc.detail}; retry after {exc.retry_after} s")
+        )
         return
     except (ChatError, Exception) as exc:  # database down, session deleted meanwhile, ...
         conn.log.warning("event=ws_send_failed error=%s", type(exc).__name__)
