@@ -10,20 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatsvc.store.models import AuditEvent
 
-AUDIT_FIELDS = (
-    "id",
-    "occurred_at",
-    "user_id",
-    "user_email",
-    "permission",
-    "action",
-    "resource_type",
-    "resource_id",
-    "reason",
-    "request_id",
-    "client_ip",
-)
-
 
 async def insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
     await session.execute(insert(AuditEvent), events)
@@ -37,7 +23,7 @@ async def list_events(
     user_id: uuid.UUID | None = None,
     action: str | None = None,
 ) -> list[dict[str, Any]]:
-    query = select(*(getattr(AuditEvent, name) for name in AUDIT_FIELDS))
+    query = select(*AuditEvent.__table__.columns)
     if user_id is not None:
         query = query.where(AuditEvent.user_id == user_id)
     if action is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -17,24 +18,21 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade through a connection of ``engine`` (works inside a running loop)."""
+async def _run(engine: AsyncEngine, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command through a connection of ``engine`` (works inside a running loop)."""
     config = alembic_config()
 
     def run(sync_connection: object) -> None:
         config.attributes["connection"] = sync_connection
-        command.upgrade(config, revision)
+        step(config, revision)
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    await _run(engine, command.upgrade, revision)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
-    config = alembic_config()
-
-    def run(sync_connection: object) -> None:
-        config.attributes["connection"] = sync_connection
-        command.downgrade(config, revision)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    await _run(engine, command.downgrade, revision)
