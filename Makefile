@@ -32,9 +32,12 @@ lint: install
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m ruff format --check chatsvc tests migrations
 
+# make bench BENCH_ARGS="--db both"   (--quick: < 1 min; --profile: py-spy per phase)
 bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
+# make load LOAD_ARGS="-u 20 -r 10 -t 30s"
 load: install
 	$(PY) -m pip install --quiet -e '.[load]'
 	$(PY) -m tests.load.run $(LOAD_ARGS)
