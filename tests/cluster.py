@@ -46,6 +46,7 @@ class TcpProxy:
         self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
+        self._serve_task = asyncio.current_task()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self._ready.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -88,9 +89,18 @@ class TcpProxy:
     def restore(self) -> None:
         self.open = True
 
+    async def _shutdown(self) -> None:
+        self._cut()
+        keep = {asyncio.current_task(), self._serve_task}
+        tasks = [t for t in asyncio.all_tasks() if t not in keep]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop.call_soon(self._serve_task.cancel)
+
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._cut)
-        self._loop.call_soon_threadsafe(self._server.close)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+        self._thread.join(5)
 
 
 @dataclass

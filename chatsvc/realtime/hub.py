@@ -246,6 +246,7 @@ class Hub:
         self.typing_timeout = typing_timeout
         self.rooms: dict[uuid.UUID, Room] = {}
         self.connections: set[Connection] = set()
+        self._per_user: dict[uuid.UUID, int] = {}
         self._on_revoked = on_revoked
         self._on_permission_changed = on_permission_changed
         broker.attach(self.deliver)
@@ -256,13 +257,14 @@ class Hub:
         return len(room.members) if room else 0
 
     def user_connections(self, user_id: uuid.UUID) -> int:
-        return sum(1 for conn in self.connections if conn.user_id == user_id)
+        return self._per_user.get(user_id, 0)
 
     def add(self, conn: Connection) -> bool:
         """Register a member; True when it is the user's first socket in this process's room."""
         room = self.rooms.setdefault(conn.session_id, Room(conn.session_id))
         room.members.add(conn)
         self.connections.add(conn)
+        self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         conn.on_slow = self.metrics.ws_slow_closes.inc
         self.metrics.ws_connections.inc()
         count = room.users.get(conn.user_id, 0)
@@ -276,6 +278,11 @@ class Hub:
             return False
         room.members.discard(conn)
         self.connections.discard(conn)
+        left = self._per_user.get(conn.user_id, 1) - 1
+        if left:
+            self._per_user[conn.user_id] = left
+        else:
+            self._per_user.pop(conn.user_id, None)
         self.metrics.ws_connections.dec()
         remaining = room.users.get(conn.user_id, 1) - 1
         if remaining > 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from sqlalchemy.exc import SQLAlchemyError
 
 from chatsvc.api.problems import audit_denial
 from chatsvc.api.schemas import MessageCreate, parse_model
@@ -43,6 +44,7 @@ REASON_DENIED = "Access denied"
 REASON_NOT_FOUND = "Session not found"
 REASON_SINCE = "Invalid since_seq"
 REASON_BUSY = "Too many connections"
+REASON_UNAVAILABLE = "Service unavailable"
 BACKLOG_PAGE = 500
 
 
@@ -92,7 +94,6 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         compress=settings.ws_compress,
         timeout=5.0,
     )
-    await ws.prepare(request)
 
     async def refuse(reason: str, action: Action | None = None) -> web.WebSocketResponse:
         if action is not None:
@@ -100,27 +101,34 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=POLICY_VIOLATION, message=reason.encode())
         return ws
 
+    # The checks need no I/O up to the session lookup, which runs before the
+    # upgrade: if the database is down, the client gets a plain 503 (problem
+    # JSON) rather than a socket that opens and dies.
+    refusal: tuple[str, Action | None] | None = None
     principal = request.get(PRINCIPAL)
-    if principal is None:
-        return await refuse(REASON_AUTH)
-    if principal.level is None:
-        return await refuse(REASON_DENIED, Action.WS_CONNECT)
     since = _since_seq(request)
-    if since == "invalid":
-        return await refuse(REASON_SINCE)
-    try:
-        session_id = uuid.UUID(request.match_info["session_id"])
-    except ValueError:
-        return await refuse(REASON_NOT_FOUND)
-    try:
-        async with app[DB_SESSIONS]() as db:
-            session, facts = await sessions.load_session(db, session_id, principal.user_id)
-    except NotFound:
-        return await refuse(REASON_NOT_FOUND)
-    try:
-        authorize(principal, "ws.connect", facts, Action.WS_CONNECT)
-    except AccessDenied:
-        return await refuse(REASON_DENIED, Action.WS_CONNECT)
+    if principal is None:
+        refusal = (REASON_AUTH, None)
+    elif principal.level is None:
+        refusal = (REASON_DENIED, Action.WS_CONNECT)
+    elif since == "invalid":
+        refusal = (REASON_SINCE, None)
+    else:
+        try:
+            session_id = uuid.UUID(request.match_info["session_id"])
+            async with app[DB_SESSIONS]() as db:
+                session, facts = await sessions.load_session(db, session_id, principal.user_id)
+        except (ValueError, NotFound):
+            refusal = (REASON_NOT_FOUND, None)
+        else:
+            try:
+                authorize(principal, "ws.connect", facts, Action.WS_CONNECT)
+            except AccessDenied:
+                refusal = (REASON_DENIED, Action.WS_CONNECT)
+    await ws.prepare(request)
+    if refusal is not None:
+        return await refuse(*refusal)
+    assert principal is not None
 
     hub = app[HUB]
     if hub.room_size(session_id) >= settings.ws_max_per_session:
@@ -171,6 +179,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         await receive_loop(app, conn)
     except (ConnectionError, RuntimeError) as exc:
         conn.log.debug("event=ws_dropped error=%s", type(exc).__name__)
+    except (SQLAlchemyError, OSError) as exc:
+        conn.log.warning("event=db_unavailable where=ws_connect error=%s", type(exc).__name__)
+        await conn.close(TRY_AGAIN_LATER, REASON_UNAVAILABLE)
     finally:
         await conn.stop_writer()
         if hub.remove(conn) and await hub.broker.presence_leave(session_id, principal.user_id):
