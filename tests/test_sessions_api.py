@@ -257,3 +257,18 @@ async def test_a_missing_or_malformed_session_id_is_not_found(client, writer, su
                 assert problem["detail"] == "Chat session not found"
                 assert problem["status"] == 404
                 assert problem["request_id"] == resp.headers["X-Request-ID"]
+
+
+async def test_recent_messages_are_the_five_newest_that_still_exist(client, writer):
+    session = await create_session(client, writer)
+    sent = [await send_message(client, writer, session["id"], f"m{i}") for i in range(1, 9)]
+    for message in sent[-2:]:  # delete seq 7 and 8
+        resp = await client.delete(f"/api/chat/messages/{message['id']}", headers=writer.headers)
+        assert resp.status == 204
+    other = await create_session(client, writer, title="short")
+    await send_message(client, writer, other["id"], "only one")
+
+    resp = await client.get("/api/chat/sessions?include_messages=true", headers=writer.headers)
+    by_id = {item["id"]: item for item in await resp.json()}
+    assert [m["seq"] for m in by_id[session["id"]]["recent_messages"]] == [6, 5, 4, 3, 2]
+    assert [m["content"] for m in by_id[other["id"]]["recent_messages"]] == ["only one"]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +32,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# JSON columns (metadata, chat_settings, groups) through orjson: the standard
+# library's decoder showed in the list profile.
+JSON_CODEC = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.effective_database_url
     if settings.is_sqlite:
@@ -44,6 +54,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=0,
             pool_timeout=settings.db_timeout * 6,
             connect_args={"timeout": settings.db_timeout},
+            **JSON_CODEC,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -54,6 +65,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=True,
         pool_timeout=settings.db_timeout,
         connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout * 6},
+        **JSON_CODEC,
     )
 
 

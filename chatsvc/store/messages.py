@@ -35,6 +35,13 @@ def message_dict(row: Any) -> dict[str, Any]:
     return dict(row._mapping)
 
 
+def rows_as_dicts(result: Any) -> list[dict[str, Any]]:
+    """All rows of a result as dicts; zipping one key list is the cheap way
+    (building a mapping view per row showed in the list profile)."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
+
+
 def _select_messages() -> Any:
     return select(*MESSAGE_COLUMNS).join(User, User.id == ChatMessage.user_id)
 
@@ -55,8 +62,9 @@ async def list_messages(
         query = query.where(ChatMessage.seq < before_seq)
     backwards = before_seq is not None and after_seq is None
     order = ChatMessage.seq.desc() if backwards else ChatMessage.seq.asc()
-    rows = await session.execute(query.order_by(order).limit(limit).offset(offset))
-    messages = [message_dict(row) for row in rows]
+    messages = rows_as_dicts(
+        await session.execute(query.order_by(order).limit(limit).offset(offset))
+    )
     if backwards:
         messages.reverse()
     return messages

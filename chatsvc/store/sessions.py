@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from chatsvc.errors import NotFound
 from chatsvc.policy import ListScope, SessionFacts
-from chatsvc.store.messages import MESSAGE_COLUMNS, message_dict
+from chatsvc.store.messages import MESSAGE_COLUMNS, rows_as_dicts
 from chatsvc.store.models import ChatMessage, ChatSession, SessionCollaborator, User, utcnow
 
 SESSION_NOT_FOUND = "Chat session not found"
@@ -80,7 +81,7 @@ async def list_sessions(
         .limit(limit)
         .offset(offset)
     )
-    sessions = [dict(row._mapping) for row in await session.execute(query)]
+    sessions = rows_as_dicts(await session.execute(query))
     if include_messages:
         recent = await recent_messages(session, [s["id"] for s in sessions])
         for item in sessions:
@@ -91,29 +92,41 @@ async def list_sessions(
 async def recent_messages(
     session: AsyncSession, session_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, list[dict[str, Any]]]:
-    """The newest messages of each session, newest first, in one query (a window function)."""
+    """The newest messages of each session, newest first, in one query.
+
+    For each session, a correlated subquery finds the seq of its 5th newest
+    message (five index steps from the top), and the join takes the messages
+    at or above it through the ``(chat_session_id, seq)`` index. The cost
+    follows the number of sessions, not of stored messages (a window function
+    over all their messages grew with the history)."""
     if not session_ids:
         return {}
-    ranked = (
-        select(
-            ChatMessage.id,
-            func.row_number()
-            .over(partition_by=ChatMessage.chat_session_id, order_by=ChatMessage.seq.desc())
-            .label("rank"),
-        )
-        .where(ChatMessage.chat_session_id.in_(session_ids))
-        .subquery()
+    newer = aliased(ChatMessage)
+    threshold = (
+        select(newer.seq)
+        .where(newer.chat_session_id == ChatSession.id)
+        .order_by(newer.seq.desc())
+        .limit(1)
+        .offset(RECENT_MESSAGES - 1)
+        .correlate(ChatSession)
+        .scalar_subquery()
     )
     query = (
         select(*MESSAGE_COLUMNS)
+        .select_from(ChatSession)
+        .join(
+            ChatMessage,
+            and_(
+                ChatMessage.chat_session_id == ChatSession.id,
+                ChatMessage.seq >= func.coalesce(threshold, 0),
+            ),
+        )
         .join(User, User.id == ChatMessage.user_id)
-        .join(ranked, ranked.c.id == ChatMessage.id)
-        .where(ranked.c.rank <= RECENT_MESSAGES)
+        .where(ChatSession.id.in_(session_ids))
         .order_by(ChatMessage.chat_session_id, ChatMessage.seq.desc())
     )
     result: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    for row in await session.execute(query):
-        message = message_dict(row)
+    for message in rows_as_dicts(await session.execute(query)):
         result.setdefault(message["chat_session_id"], []).append(message)
     return result
 
