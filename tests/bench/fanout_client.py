@@ -81,22 +81,39 @@ async def connect_all(
     async def connect(token: str) -> None:
         async with gate:
             started = time.perf_counter()
-            try:
-                ws = await http.ws_connect(
-                    url,
-                    headers={"Authorization": f"Bearer {token}"},
-                    autoping=True,
-                    max_msg_size=0,
-                )
-                first = await ws.receive(timeout=60)
+            # Like a well-behaved client, retry a connect that the server answered
+            # with "try again" (503 before the upgrade, 1013 after it).
+            for attempt in range(1, 4):
+                try:
+                    ws = await http.ws_connect(
+                        url,
+                        headers={"Authorization": f"Bearer {token}"},
+                        autoping=True,
+                        max_msg_size=0,
+                    )
+                    first = await ws.receive(timeout=60)
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status == 503 and attempt < 3:
+                        errors["retried after 503"] += 1
+                        await asyncio.sleep(0.5 * attempt)
+                        continue
+                    errors[f"handshake {exc.status}"] += 1
+                    return
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    errors[type(exc).__name__] += 1
+                    return
+                if first.type is aiohttp.WSMsgType.CLOSE and first.data == 1013 and attempt < 3:
+                    errors["retried after 1013"] += 1
+                    await asyncio.sleep(0.5 * attempt)
+                    continue
                 if first.type is not aiohttp.WSMsgType.TEXT or not first.data.startswith(
                     '{"type":"connected"'
                 ):
                     errors[f"first frame {first.type.name}: {str(first.data)[:80]}"] += 1
                     await ws.close()
                     return
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                errors[type(exc).__name__] += 1
+                break
+            else:
                 return
             latencies.append((time.perf_counter() - started) * 1000.0)
             member = Member(ws)
