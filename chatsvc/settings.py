@@ -90,7 +90,8 @@ class Settings(BaseModel):
     # --- realtime
     broker_url: str | None = None
     ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    ws_send_queue_frames: int = Field(1024, ge=1)
+    ws_send_queue_frames: int = Field(4096, ge=1)
+    ws_send_queue_bytes: int = Field(1024 * 1024, ge=1024)
     ws_heartbeat: float = Field(30.0, gt=0)
     ws_compress: bool = False
     ws_max_per_session: int = Field(10_000, ge=1)

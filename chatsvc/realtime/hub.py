@@ -63,6 +63,7 @@ class Connection:
         session_id: uuid.UUID,
         facts: SessionFacts,
         max_frames: int,
+        max_bytes: int,
         request_id: str | None,
         client_ip: str | None,
     ) -> None:
@@ -77,6 +78,8 @@ class Connection:
         self.log = ConnectionLog(log, {"conn": self.id})
         self._queue: deque[bytes] = deque()
         self._max = max_frames
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -108,9 +111,10 @@ class Connection:
                 return False
             self._held.append((data, seq))
             return True
-        if len(self._queue) >= self._max:
+        if len(self._queue) >= self._max or self._queued_bytes + len(data) > self._max_bytes:
             self._too_slow()
             return False
+        self._queued_bytes += len(data)
         self._queue.append(data)
         self._wakeup.set()
         return True
@@ -147,7 +151,9 @@ class Connection:
                     self._idle.clear()
                 # Drain everything queued per wake-up: no task switch per frame.
                 while queue:
-                    await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
+                    data = queue.popleft()
+                    self._queued_bytes -= len(data)
+                    await ws.send_frame(data, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             self.log.debug("event=ws_write_failed error=%s", type(exc).__name__)
 
@@ -175,6 +181,7 @@ class Connection:
                     await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
             self._writer.cancel()
         self._queue.clear()
+        self._queued_bytes = 0
         # A peer that stopped reading cannot take the close frame either: bound the wait.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)

@@ -144,6 +144,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         session_id,
         facts,
         settings.ws_send_queue_frames,
+        settings.ws_send_queue_bytes,
         request.get(REQUEST_ID),
         request.remote,
     )

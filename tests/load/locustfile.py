@@ -9,8 +9,7 @@ Tokens
     Okta), used round-robin by every user class; they need write permission for
     the writers and WebSocket members. Otherwise tokens are minted by the
     development issuer with ``python run.py token`` in this environment, so
-    ``CHATSVC_DATA_DIR`` and ``CHATSVC_PORT`` must be the target's (the issuer
-    string depends on the port). ``CHATSVC_LOAD_IDENTITIES`` (default 5) distinct
+    ``CHATSVC_DATA_DIR`` must be the target's (its signing key lives there). ``CHATSVC_LOAD_IDENTITIES`` (default 5) distinct
     users are minted per role; Locust users share them round-robin.
 
 User classes
