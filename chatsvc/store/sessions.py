@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -92,36 +92,55 @@ async def list_sessions(
 async def recent_messages(
     session: AsyncSession, session_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, list[dict[str, Any]]]:
-    """The newest messages of each session, newest first, in one query.
-
-    For each session, a correlated subquery finds the seq of its 5th newest
-    message (five index steps from the top), and the join takes the messages
-    at or above it through the ``(chat_session_id, seq)`` index. The cost
-    follows the number of sessions, not of stored messages (a window function
-    over all their messages grew with the history)."""
+    """The newest messages of each session, newest first, in one query whose
+    cost follows the number of sessions, not of stored messages (a window
+    function over all their messages grew with the history)."""
     if not session_ids:
         return {}
-    newer = aliased(ChatMessage)
-    threshold = (
-        select(newer.seq)
-        .where(newer.chat_session_id == ChatSession.id)
-        .order_by(newer.seq.desc())
-        .limit(1)
-        .offset(RECENT_MESSAGES - 1)
-        .correlate(ChatSession)
-        .scalar_subquery()
-    )
-    query = (
-        select(*MESSAGE_COLUMNS)
-        .select_from(ChatSession)
-        .join(
-            ChatMessage,
-            and_(
-                ChatMessage.chat_session_id == ChatSession.id,
-                ChatMessage.seq >= func.coalesce(threshold, 0),
-            ),
+    if session.get_bind().dialect.name == "postgresql":
+        # LATERAL: for each session, five steps down the (session, seq) index.
+        inner = aliased(ChatMessage)
+        newest = (
+            select(inner.id)
+            .where(inner.chat_session_id == ChatSession.id)
+            .order_by(inner.seq.desc())
+            .limit(RECENT_MESSAGES)
+            .correlate(ChatSession)
+            .lateral("newest")
         )
-        .join(User, User.id == ChatMessage.user_id)
+        query = (
+            select(*MESSAGE_COLUMNS)
+            .select_from(ChatSession)
+            .join(newest, true())
+            .join(ChatMessage, ChatMessage.id == newest.c.id)
+        )
+    else:
+        # SQLite has no LATERAL: a correlated subquery finds each session's
+        # fifth newest seq, and the join takes the messages at or above it
+        # through the same index.
+        fifth = aliased(ChatMessage)
+        threshold = (
+            select(fifth.seq)
+            .where(fifth.chat_session_id == ChatSession.id)
+            .order_by(fifth.seq.desc())
+            .limit(1)
+            .offset(RECENT_MESSAGES - 1)
+            .correlate(ChatSession)
+            .scalar_subquery()
+        )
+        query = (
+            select(*MESSAGE_COLUMNS)
+            .select_from(ChatSession)
+            .join(
+                ChatMessage,
+                and_(
+                    ChatMessage.chat_session_id == ChatSession.id,
+                    ChatMessage.seq >= func.coalesce(threshold, 0),
+                ),
+            )
+        )
+    query = (
+        query.join(User, User.id == ChatMessage.user_id)
         .where(ChatSession.id.in_(session_ids))
         .order_by(ChatMessage.chat_session_id, ChatMessage.seq.desc())
     )
