@@ -81,6 +81,10 @@ class Settings(BaseModel):
     # --- browser sign-in
     session_cookie_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    okta_scopes: str = "openid email profile offline_access"
+    browser_refresh_margin: float = Field(60.0, ge=0)
+    browser_login_timeout: float = Field(600.0, gt=0)
+    dev_sign_in_ttl: float = Field(8 * 3600.0, gt=0)
 
     # --- request limits
     max_body_bytes: int = Field(1024 * 1024, ge=1024)

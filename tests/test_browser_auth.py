@@ -242,7 +242,7 @@ async def test_provider_error_is_400(web_client: TestClient) -> None:
 
 async def test_slow_sign_in_is_400(web_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     url = await authorize(web_client)
-    later = browser.now() + browser.LOGIN_STATE_TTL + 1
+    later = browser.now() + web_client.app[SETTINGS].browser_login_timeout + 1
     monkeypatch.setattr(browser, "now", lambda: later)
     resp = await web_client.session.get(url, allow_redirects=False)
     await expect_problem(resp, 400, "SIGN_IN_FAILED")
@@ -634,7 +634,7 @@ async def test_dev_token_expiry_means_signing_in_again(
     dev_client: TestClient, dev_sign_in: DevSignIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await dev_sign_in()
-    later = browser.now() + browser.DEV_SIGN_IN_TTL
+    later = browser.now() + dev_client.app[SETTINGS].dev_sign_in_ttl
     monkeypatch.setattr(browser, "now", lambda: later)
     assert (await dev_client.get("/api/me")).status == 401
 

@@ -65,12 +65,8 @@ CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/auth/login"
 CALLBACK_PATH = "/auth/callback"
 LOGOUT_PATH = "/auth/logout"
-SCOPES = "openid email profile offline_access"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-REFRESH_MARGIN = 60  # seconds before ``exp`` at which the cookie's token is refreshed
-LOGIN_STATE_TTL = 600  # seconds between /auth/login and the callback
-DEV_SIGN_IN_TTL = 8 * 3600  # lifetime of a token minted by the development form
 COOKIE_SIZE_WARNING = 4000  # browsers drop cookies above ~4096 bytes, silently
 
 # Keys inside the session cookie.
@@ -225,6 +221,7 @@ class OidcClient:
         assert settings.okta_client_id is not None
         self.issuer = settings.issuer
         self.client_id = settings.okta_client_id
+        self.scopes = settings.okta_scopes
         self._secret = settings.okta_client_secret
         self._client = client
         self._timeout = aiohttp.ClientTimeout(total=settings.jwks_fetch_timeout)
@@ -265,7 +262,7 @@ class OidcClient:
             client_id=self.client_id,
             response_type="code",
             redirect_uri=redirect_uri,
-            scope=SCOPES,
+            scope=self.scopes,
             state=state,
             nonce=nonce,
             code_challenge=create_s256_code_challenge(verifier),
@@ -326,7 +323,7 @@ class OidcClient:
 
 async def session_token(request: web.Request) -> str | None:
     """``TOKEN_SOURCES`` entry: the access token in the session cookie, refreshed
-    when it is within :data:`REFRESH_MARGIN` of ``exp`` and a refresh token exists.
+    when it is within ``browser_refresh_margin`` of ``exp`` and a refresh token exists.
     Without one (or when Okta refuses it) the token is used until ``exp``; then
     the user has to sign in again."""
     session = await get_session(request)
@@ -336,7 +333,8 @@ async def session_token(request: web.Request) -> str | None:
     expires_at = session.get(S_EXPIRES, 0)
     refresh = session.get(S_REFRESH)
     oidc = request.app.get(OIDC)
-    if expires_at - now() <= REFRESH_MARGIN and isinstance(refresh, str) and oidc is not None:
+    margin = request.app[SETTINGS].browser_refresh_margin
+    if expires_at - now() <= margin and isinstance(refresh, str) and oidc is not None:
         token = await _refresh(request, session, oidc, refresh) or token
         expires_at = session.get(S_EXPIRES, 0)
     if expires_at <= now():
@@ -509,7 +507,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         or not hmac.compare_digest(state.encode(), str(pending.get("state", "")).encode())
     ):
         raise SignInFailed("Sign-in state does not match; please sign in again")
-    if now() - pending.get("started", 0) > LOGIN_STATE_TTL:
+    if now() - pending.get("started", 0) > request.app[SETTINGS].browser_login_timeout:
         raise SignInFailed("Sign-in took too long; please sign in again")
     code = query.get("code")
     if not code:
@@ -634,7 +632,7 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
     unknown = [g for g in groups if g not in offered]
     if unknown:
         raise ValidationFailed(f"groups: unknown group {unknown[0]!r}")
-    token = dev.mint(email, groups, ttl=DEV_SIGN_IN_TTL)
+    token = dev.mint(email, groups, ttl=int(request.app[SETTINGS].dev_sign_in_ttl))
     claims = await request.app[AUTHENTICATOR].validator.validate(token)
     store_tokens(await get_session(request), token, int(claims["exp"]), None)
     log.info("event=signed_in method=dev_issuer request_id=%s", request.get(REQUEST_ID))
