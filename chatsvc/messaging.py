@@ -38,7 +38,6 @@ async def send_message(
         authorize(principal, "message.send", facts, action)
         if body.message_type == "system":
             authorize(principal, "message.send_system", facts, action)
-        check_rate(app, principal)
         message, created = await messages.send_message(
             db,
             session_id,
@@ -48,6 +47,7 @@ async def send_message(
             body.message_type,
             body.metadata,
             body.client_msg_id,
+            admit=lambda: check_rate(app, principal),
         )
     if created:
         publish(app, session_id, message_frame(message))

@@ -148,3 +148,14 @@ async def test_deleting_a_session_removes_its_collaborators(client, writer, othe
     resp = await client.get(base(session["id"]), headers=writer.headers)
     assert resp.status == 404
     assert (await resp.json())["detail"] == "Chat session not found"
+
+
+async def test_removing_from_a_missing_session_is_session_not_found_whatever_the_user_id(
+    client, writer
+):
+    missing = uuid.uuid4()
+    resp = await client.delete(
+        f"/api/chat/sessions/{missing}/collaborators/not-a-uuid", headers=writer.headers
+    )
+    assert resp.status == 404
+    assert (await resp.json())["detail"] == "Chat session not found"

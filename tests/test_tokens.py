@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from tests.conftest import GROUPS
@@ -139,6 +140,9 @@ REJECTED: dict[str, Callable[[FakeOkta], str]] = {
     "signed by a stranger claiming a known kid": signed_by_stranger(claim_known_kid=True),
     "tampered payload": tampered,
     "signature stripped": lambda okta: okta.token(USER).rsplit(".", 1)[0] + ".",
+    "genuine signature but no kid": lambda okta: jwt.encode(
+        {"alg": "RS256"}, claims_for(okta), okta.keys[0]
+    ),
 }
 
 

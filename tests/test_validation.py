@@ -395,6 +395,25 @@ async def test_too_many_messages_answer_429_with_retry_after(make_client, writer
     ]
 
 
+async def test_a_retry_of_a_stored_message_is_answered_even_when_rate_limited(make_client, writer):
+    client = await make_client(message_rate=0.01, message_burst=1)
+    session = await create_session(client, writer)
+    first = await send_message(client, writer, session["id"], "once", client_msg_id="m-1")
+    resp = await client.post(
+        f"/api/chat/sessions/{session['id']}/messages",
+        json={"content": "once", "client_msg_id": "m-1"},
+        headers=writer.headers,
+    )
+    assert resp.status == 200
+    assert (await resp.json())["id"] == first["id"]
+    resp = await client.post(
+        f"/api/chat/sessions/{session['id']}/messages",
+        json={"content": "new one", "client_msg_id": "m-2"},
+        headers=writer.headers,
+    )
+    assert resp.status == 429
+
+
 async def test_the_rate_limit_is_per_user(make_client, writer, other_writer):
     client = await make_client(message_rate=1, message_burst=1)
     session = await create_session(client, writer, is_shared=True)

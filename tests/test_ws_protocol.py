@@ -181,6 +181,19 @@ async def test_system_message_by_non_admin_is_denied(
     assert [e["reason"] for e in events] == ["Only admins can post system messages"]
 
 
+async def test_a_read_member_typing_nonsense_is_denied_before_validation(
+    client: TestClient, writer: Caller, reader: Caller
+) -> None:
+    session = await create_session(client, writer, is_shared=True)
+    ws, _ = await connect(client, reader, session["id"])
+    await ws.send_json({"type": "typing", "is_typing": "yes"})
+    assert await next_frame(ws, "error") == {
+        "type": "error",
+        "code": "PERMISSION_DENIED",
+        "message": "Requires write permission",
+    }
+
+
 async def test_typing_by_read_member_is_denied_and_audited_as_ws_typing(
     client: TestClient, writer: Caller, reader: Caller, admin: Caller
 ) -> None:

@@ -12,6 +12,7 @@ from chatsvc.keys import DB_SESSIONS
 from chatsvc.policy import Action, authorize
 from chatsvc.realtime.events import collaborators_changed_event, publish
 from chatsvc.store import collaborators, sessions, users
+from chatsvc.store.collaborators import COLLABORATOR_NOT_FOUND
 from chatsvc.store.sessions import SESSION_NOT_FOUND
 
 
@@ -53,10 +54,10 @@ async def add_collaborator(request: web.Request) -> web.Response:
 async def remove_collaborator(request: web.Request) -> web.Response:
     principal = principal_of(request)
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    user_id = path_uuid(request, "user_id", "Collaborator not found")
     async with request.app[DB_SESSIONS]() as db:
         _, facts = await sessions.load_session(db, session_id, principal.user_id)
         authorize(principal, "collaborator.remove", facts)
+        user_id = path_uuid(request, "user_id", COLLABORATOR_NOT_FOUND)
         await collaborators.remove_collaborator(db, session_id, user_id)
     publish(request.app, session_id, collaborators_changed_event(user_id, added=False))
     return no_content()

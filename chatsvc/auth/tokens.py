@@ -172,8 +172,8 @@ class TokenValidator:
         if alg not in ALLOWED_ALGORITHMS:
             raise InvalidToken("algorithm")
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise InvalidToken("malformed")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("no_kid")  # keys are chosen by kid only (contract section 1)
         key = await self._key_for(kid)
         try:
             decoded = jwt.decode(token, key, algorithms=[alg])

@@ -266,12 +266,16 @@ async def on_message(app: web.Application, conn: Connection, frame: dict[str, An
 
 
 async def on_typing(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
+    try:
+        require_level(conn.principal, Action.WS_TYPING, Level.WRITE)
+    except AccessDenied as exc:
+        _deny(app, conn, exc, Action.WS_TYPING)
+        return
     is_typing = frame.get("is_typing")
     if not isinstance(is_typing, bool):
         conn.send_json(error_frame("INVALID_CONTENT", "is_typing must be true or false"))
         return
     try:
-        require_level(conn.principal, Action.WS_TYPING, Level.WRITE)
         authorize(conn.principal, "message.send", conn.facts, Action.WS_TYPING)
     except AccessDenied as exc:
         _deny(app, conn, exc, Action.WS_TYPING)

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatsvc.errors import NotFound
 from chatsvc.store.models import SessionCollaborator, User, utcnow
 
+COLLABORATOR_NOT_FOUND = "Collaborator not found"
+
 
 async def list_collaborators(session: AsyncSession, session_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await session.execute(
@@ -71,5 +73,5 @@ async def remove_collaborator(
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await session.rollback()
-        raise NotFound("Collaborator not found")
+        raise NotFound(COLLABORATOR_NOT_FOUND)
     await session.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -94,8 +95,12 @@ async def send_message(
     message_type: str,
     metadata: dict[str, Any],
     client_msg_id: str | None,
+    admit: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Store a message; return it and whether it is new.
+
+    ``admit`` runs once the message is known not to be a retry, before anything
+    is written (the rate limit: a retry costs no budget); it may raise.
 
     The seq comes from the session row, bumped in the same transaction as the
     insert: the row lock (PostgreSQL) or the single writer (SQLite) numbers
@@ -107,6 +112,8 @@ async def send_message(
         if existing is not None:
             await session.rollback()
             return existing, False
+    if admit is not None:
+        admit()
     now = utcnow()
     seq = (
         await session.execute(
