@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -263,3 +265,22 @@ async def sign_in(client: TestClient, who: Caller) -> dict[str, Any]:
     resp = await client.get("/api/me", headers=who.headers)
     assert resp.status == 200, await resp.text()
     return await resp.json()
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python run.py ARGS`` with only the given settings (``PORT="1"`` -> ``CHATSVC_PORT``)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
+    environ.update(
+        CHATSVC_DATA_DIR=str(tmp_path),
+        CHATSVC_CONFIG=str(tmp_path / "absent.toml"),
+        **{f"CHATSVC_{k}": v for k, v in env.items()},
+    )
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ import pytest
 from chatsvc.auth.dev_issuer import DevIssuer
 from chatsvc.keys import SETTINGS
 from chatsvc.settings import Settings, load_settings
+from tests.conftest import run_cli
 from tests.fake_okta import AUDIENCE
 
-REPO = Path(__file__).resolve().parents[1]
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
 
@@ -129,17 +127,7 @@ def cli_settings(tmp_path: Path) -> Settings:
 
 
 def run_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    environ.update(cli_environment(tmp_path, **env))
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(tmp_path, *args, PORT="8080", OKTA_AUDIENCE=AUDIENCE, **env)
 
 
 def test_token_command_prints_a_jwt_with_the_requested_claims(tmp_path):

@@ -3,17 +3,14 @@ environment; a bad value stops start-up with one line naming the setting."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatsvc.settings import SettingsError, load_settings
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -188,21 +185,7 @@ def test_malformed_file_is_named(config, tmp_path):
 
 
 def run_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    environ.update(
-        CHATSVC_DATA_DIR=str(tmp_path),
-        CHATSVC_CONFIG=str(tmp_path / "absent.toml"),
-        **{f"CHATSVC_{k}": v for k, v in env.items()},
-    )
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(tmp_path, *args, **env)
 
 
 @pytest.mark.parametrize(

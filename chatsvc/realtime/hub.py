@@ -238,7 +238,6 @@ class Hub:
         self,
         broker: Broker,
         metrics: Metrics,
-        max_frames: int,
         typing_coalesce: float,
         typing_timeout: float,
         on_revoked: Revoked,
@@ -248,7 +247,6 @@ class Hub:
         self.reorder_wait = reorder_wait
         self.broker = broker
         self.metrics = metrics
-        self.max_frames = max_frames
         self.typing_coalesce = typing_coalesce
         self.typing_timeout = typing_timeout
         self.rooms: dict[uuid.UUID, Room] = {}

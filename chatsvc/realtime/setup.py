@@ -47,11 +47,11 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = Hub(
         broker,
         app[METRICS],
-        settings.ws_send_queue_frames,
         settings.typing_coalesce_seconds,
         settings.typing_timeout_seconds,
         revoked,
         permission_changed,
+        settings.ws_reorder_wait,
     )
     if isinstance(broker, RedisBroker):
         broker.on_reconnect = lambda: resync_rooms(app)
