@@ -9,15 +9,15 @@ import aiohttp
 from aiohttp import web
 
 from chatsvc.api import setup_routes
-from chatsvc.api.problems import add_request_id_header, problem_middleware, request_context
 from chatsvc.audit import setup_audit
-from chatsvc.auth import setup_auth
 from chatsvc.auth.browser import setup_browser
-from chatsvc.auth.middleware import auth_middleware
+from chatsvc.events.setup import setup_events
+from chatsvc.http.identity import auth_middleware, setup_identity
+from chatsvc.http.problems import add_request_id_header, problem_middleware, request_context
 from chatsvc.keys import HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
 from chatsvc.metrics import Metrics
-from chatsvc.ratelimit import RateLimiter
 from chatsvc.realtime.setup import setup_realtime
+from chatsvc.service.ratelimit import RateLimiter
 from chatsvc.settings import Settings, load_settings
 from chatsvc.store.db import setup_database
 from chatsvc.web import setup_web
@@ -39,14 +39,17 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app[RATE_LIMITER] = RateLimiter(settings.message_rate, settings.message_burst)
+    app[RATE_LIMITER] = RateLimiter(
+        settings.message_rate, settings.message_burst, settings.rate_limit_users
+    )
     app.on_response_prepare.append(add_request_id_header)
     # Resources in dependency order; cleanup_ctx tears them down in reverse.
     app.cleanup_ctx.append(http_client_ctx)
     setup_database(app)
-    setup_auth(app)
+    setup_identity(app)
     setup_browser(app)
     setup_audit(app)
+    setup_events(app)
     setup_realtime(app)
     setup_routes(app)
     setup_web(app)

@@ -19,22 +19,14 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatsvc.auth.principal import Principal
 from chatsvc.keys import AUDIT, DB_SESSIONS, METRICS, SETTINGS
 from chatsvc.metrics import Metrics
+from chatsvc.policy import Action, resource_type
 from chatsvc.store import audit as audit_store
 from chatsvc.store.models import new_id, utcnow
 
 log = logging.getLogger("chatsvc.audit")
-
-RESOURCE_TYPES = {
-    "message.update": "chat_message",
-    "message.delete": "chat_message",
-    "audit.read": "audit",
-}
-
-
-def resource_type_for(action: str) -> str:
-    return RESOURCE_TYPES.get(action, "chat_session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +52,41 @@ class AuditWriter:
         queue_size: int,
         batch_size: int,
         flush_interval: float,
+        retry_max: float = 30.0,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._interval = flush_interval
+        self._retry_max = retry_max
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[bool] | None = None  # the writer task's current write
+
+    def deny(
+        self,
+        principal: Principal | None,
+        action: Action,
+        reason: str,
+        *,
+        resource_id: str | None,
+        request_id: str | None,
+        client_ip: str | None,
+    ) -> None:
+        """Record one denial (REST 403, WebSocket close or ``PERMISSION_DENIED`` frame)."""
+        self.record(
+            AuditRecord(
+                user_id=principal.user_id if principal else None,
+                user_email=principal.email if principal else None,
+                permission=principal.permission if principal else None,
+                action=str(action),
+                resource_type=resource_type(action),
+                resource_id=resource_id,
+                reason=reason,
+                request_id=request_id,
+                client_ip=client_ip,
+            )
+        )
 
     def record(self, event: AuditRecord) -> None:
         log.warning(
@@ -150,7 +169,7 @@ class AuditWriter:
                     # Shutdown while waiting to retry: hand the batch back for the final flush.
                     self._requeue(batch)
                     raise
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, self._retry_max)
             backoff = self._interval
             if self._queue.qsize() < self._batch_size:
                 await asyncio.sleep(self._interval)
@@ -176,6 +195,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.audit_queue_size,
         settings.audit_batch_size,
         settings.audit_flush_interval,
+        settings.audit_retry_max,
     )
     app[AUDIT] = writer
     writer.start()

@@ -43,7 +43,7 @@ def serve(settings: Settings) -> None:
     from aiohttp import web
 
     from chatsvc.app import create_app
-    from chatsvc.observability import AccessLogger
+    from chatsvc.http.access_log import AccessLogger
 
     if settings.auto_migrate:
         migrate(settings)

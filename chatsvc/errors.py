@@ -1,5 +1,5 @@
 """Domain errors. Code below the api layer raises these; one middleware
-(:mod:`chatsvc.api.problems`) turns them into RFC 9457 problem JSON."""
+(:mod:`chatsvc.http.problems`) turns them into RFC 9457 problem JSON."""
 
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ if TYPE_CHECKING:
     from chatsvc.audit import AuditWriter
     from chatsvc.auth.dev_issuer import DevIssuer
     from chatsvc.auth.principal import Principal
-    from chatsvc.auth.service import Authenticator
+    from chatsvc.events.broker import Broker
     from chatsvc.metrics import Metrics
     from chatsvc.policy import Action
-    from chatsvc.ratelimit import RateLimiter
-    from chatsvc.realtime.broker import Broker
     from chatsvc.realtime.hub import Hub
+    from chatsvc.service.identity import Authenticator
+    from chatsvc.service.ratelimit import RateLimiter
     from chatsvc.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")

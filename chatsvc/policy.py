@@ -1,32 +1,37 @@
 """The access policy: every chat access decision, for REST and WebSocket alike.
 
 Pure functions over the caller (:class:`Principal`) and the facts about the
-resource (:class:`SessionFacts`). Nothing here does I/O.
+resource (:class:`SessionFacts`). Nothing here does I/O. Every decision is keyed
+by an :class:`Action`; :data:`RULES` is the one table, and everything else
+(route levels, the WebSocket's ``can_send``, audit resource types) is read from it.
 
 Checks run in this order; the first that fails answers:
-authentication (401) -> the route's level (403 ``Requires <level> permission``)
--> request validation (400) -> existence (404) -> the action's rule (403).
+authentication (401) -> the route's level (403 ``Requires <level> permission``,
+:func:`require_level`) -> request validation (400) -> existence (404) -> the
+action's rule (403, :func:`check`).
 
 ========================  =====  ===============================================  ==========================================
 action                    level  allowed when                                     403 detail
 ========================  =====  ===============================================  ==========================================
 session.list              read   read: own|shared; write: own|shared|collab;      --
                                  admin: all
-session.read (and ws)     read   owner | shared | (collab & write+) | admin       Access denied to chat session
+session.read              read   owner | shared | (collab & write+) | admin       Access denied to chat session
 message.list              read   as session.read                                  Access denied to chat session messages
 session.create            write  always                                           --
 session.update            write  owner | (collab & write+) | admin                Can only update your own chat sessions
                                                                                   or sessions you collaborate on
 session.share             write  owner | admin                                    Only the owner can change sharing
 session.delete            write  owner | admin                                    Can only delete your own chat sessions
-message.send (and ws)     write  owner | (shared & write+) | (collab & write+)    Cannot send messages to this chat session
-                                 | admin
-message.send (system)     write  admin                                            Only admins can post system messages
+message.send, ws.send,    write  owner | (shared & write+) | (collab & write+)    Cannot send messages to this chat session
+ws.typing                        | admin
+(a system message)        write  admin                                            Only admins can post system messages
 message.update            write  (author & can view) | admin                      Can only update your own messages
 message.delete            write  (author & can view) | admin                      Can only delete your own messages
 collaborator.list         read   as session.read                                  Access denied to chat session
 collaborator.add/remove   write  owner | admin                                    Only the owner can manage collaborators
 audit.read                admin  admin                                            (route level)
+ws.connect                read   as session.read                                  Access denied
+ws.revoked                read   as session.read (re-checked on a live socket)    Access revoked
 ========================  =====  ===============================================  ==========================================
 
 A read-level collaborator gains nothing: read users do not take part in collaboration.
@@ -34,13 +39,15 @@ A read-level collaborator gains nothing: read users do not take part in collabor
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 from chatsvc.auth.principal import Level, Principal
 from chatsvc.errors import AccessDenied
+from chatsvc.store.access import ListScope, SessionFacts
+
+__all__ = ["RULES", "Action", "ListScope", "Rule", "SessionFacts"]
 
 
 class Action(StrEnum):
@@ -62,24 +69,6 @@ class Action(StrEnum):
     WS_SEND = "ws.send"
     WS_TYPING = "ws.typing"
     WS_REVOKED = "ws.revoked"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionFacts:
-    """What the rules need to know about one chat session (and one message)."""
-
-    owner_id: uuid.UUID
-    is_shared: bool
-    is_collaborator: bool
-    author_id: uuid.UUID | None = None  # for message rules
-
-
-class ListScope(Enum):
-    """Which sessions a listing may return."""
-
-    OWN_OR_SHARED = "own_or_shared"
-    OWN_SHARED_OR_COLLAB = "own_shared_or_collab"
-    ALL = "all"
 
 
 # --- the rules --------------------------------------------------------------
@@ -115,10 +104,6 @@ def can_send(p: Principal, s: SessionFacts) -> bool:
     return p.at_least(Level.WRITE) and (s.is_shared or s.is_collaborator)
 
 
-def can_post_system(p: Principal, _s: SessionFacts) -> bool:
-    return _admin(p)
-
-
 def can_change_message(p: Principal, s: SessionFacts) -> bool:
     return _admin(p) or (s.author_id == p.user_id and can_view(p, s))
 
@@ -136,51 +121,91 @@ class Rule:
     level: Level
     allowed: Callable[[Principal, SessionFacts], bool] | None
     detail: str
+    resource_type: str = "chat_session"
 
 
 DENIED_VIEW = "Access denied to chat session"
+DENIED_SEND = "Cannot send messages to this chat session"
+DENIED_COLLABORATORS = "Only the owner can manage collaborators"
 
-RULES: dict[str, Rule] = {
-    "session.list": Rule(Level.READ, None, ""),
-    "session.read": Rule(Level.READ, can_view, DENIED_VIEW),
-    "message.list": Rule(Level.READ, can_view, "Access denied to chat session messages"),
-    "session.create": Rule(Level.WRITE, None, ""),
-    "session.update": Rule(
+RULES: dict[Action, Rule] = {
+    Action.SESSION_LIST: Rule(Level.READ, None, ""),
+    Action.SESSION_READ: Rule(Level.READ, can_view, DENIED_VIEW),
+    Action.MESSAGE_LIST: Rule(Level.READ, can_view, "Access denied to chat session messages"),
+    Action.SESSION_CREATE: Rule(Level.WRITE, None, ""),
+    Action.SESSION_UPDATE: Rule(
         Level.WRITE,
         can_update,
         "Can only update your own chat sessions or sessions you collaborate on",
     ),
-    "session.share": Rule(Level.WRITE, can_own, "Only the owner can change sharing"),
-    "session.delete": Rule(Level.WRITE, can_own, "Can only delete your own chat sessions"),
-    "message.send": Rule(Level.WRITE, can_send, "Cannot send messages to this chat session"),
-    "message.send_system": Rule(
-        Level.WRITE, can_post_system, "Only admins can post system messages"
+    Action.SESSION_SHARE: Rule(Level.WRITE, can_own, "Only the owner can change sharing"),
+    Action.SESSION_DELETE: Rule(Level.WRITE, can_own, "Can only delete your own chat sessions"),
+    Action.MESSAGE_SEND: Rule(Level.WRITE, can_send, DENIED_SEND),
+    Action.MESSAGE_UPDATE: Rule(
+        Level.WRITE, can_change_message, "Can only update your own messages", "chat_message"
     ),
-    "message.update": Rule(Level.WRITE, can_change_message, "Can only update your own messages"),
-    "message.delete": Rule(Level.WRITE, can_change_message, "Can only delete your own messages"),
-    "collaborator.list": Rule(Level.READ, can_view, DENIED_VIEW),
-    "collaborator.add": Rule(Level.WRITE, can_own, "Only the owner can manage collaborators"),
-    "collaborator.remove": Rule(Level.WRITE, can_own, "Only the owner can manage collaborators"),
-    "audit.read": Rule(Level.ADMIN, None, ""),
-    "ws.connect": Rule(Level.READ, can_view, "Access denied"),
+    Action.MESSAGE_DELETE: Rule(
+        Level.WRITE, can_change_message, "Can only delete your own messages", "chat_message"
+    ),
+    Action.COLLABORATOR_LIST: Rule(Level.READ, can_view, DENIED_VIEW),
+    Action.COLLABORATOR_ADD: Rule(Level.WRITE, can_own, DENIED_COLLABORATORS),
+    Action.COLLABORATOR_REMOVE: Rule(Level.WRITE, can_own, DENIED_COLLABORATORS),
+    Action.AUDIT_READ: Rule(Level.ADMIN, None, "", "audit"),
+    Action.WS_CONNECT: Rule(Level.READ, can_view, "Access denied"),
+    Action.WS_SEND: Rule(Level.WRITE, can_send, DENIED_SEND),
+    Action.WS_TYPING: Rule(Level.WRITE, can_send, DENIED_SEND),
+    Action.WS_REVOKED: Rule(Level.READ, can_view, "Access revoked"),
 }
+
+# Posting a ``system`` message is one more condition on a send (REST or
+# WebSocket), not an action of its own: its denial is audited as that send.
+SYSTEM_MESSAGE = Rule(Level.WRITE, lambda p, _s: _admin(p), "Only admins can post system messages")
 
 
 def level_detail(level: Level) -> str:
     return f"Requires {level.label} permission"
 
 
-def require_level(principal: Principal, action: Action, level: Level | None = None) -> None:
+def require_level(principal: Principal, action: Action) -> None:
     """The route-level check; raises :class:`AccessDenied` with ``Requires <level> permission``."""
-    needed = level if level is not None else RULES[action].level
+    needed = RULES[action].level
     if not principal.at_least(needed):
         raise AccessDenied(level_detail(needed), action)
 
 
-def authorize(
-    principal: Principal, rule: str, facts: SessionFacts, action: Action | None = None
-) -> None:
-    """Apply the rule named ``rule`` to a resource; raise :class:`AccessDenied` with its wording."""
-    entry = RULES[rule]
-    if entry.allowed is not None and not entry.allowed(principal, facts):
-        raise AccessDenied(entry.detail, action or Action(rule))
+def _apply(principal: Principal, action: Action, rule: Rule, facts: SessionFacts) -> None:
+    if not principal.at_least(rule.level):
+        raise AccessDenied(level_detail(rule.level), action)
+    if rule.allowed is not None and not rule.allowed(principal, facts):
+        raise AccessDenied(rule.detail, action)
+
+
+def check(principal: Principal, action: Action, facts: SessionFacts) -> None:
+    """The action's level and rule; raise :class:`AccessDenied` with its wording."""
+    _apply(principal, action, RULES[action], facts)
+
+
+def check_message_type(principal: Principal, action: Action, message_type: str) -> None:
+    """A ``system`` message needs an admin; its denial is audited as ``action`` (the send)."""
+    if message_type == "system" and not _admin(principal):
+        raise AccessDenied(SYSTEM_MESSAGE.detail, action)
+
+
+def allows(principal: Principal, action: Action, facts: SessionFacts) -> bool:
+    """Whether :func:`check` would pass: the level and the rule."""
+    rule = RULES[action]
+    return principal.at_least(rule.level) and (
+        rule.allowed is None or rule.allowed(principal, facts)
+    )
+
+
+def session_update_actions(*, content: bool, sharing: bool) -> tuple[Action, ...]:
+    """What a ``PUT`` on a session needs: changing sharing is ``session.share``;
+    anything else (or a request that changes nothing) is ``session.update``."""
+    if not sharing:
+        return (Action.SESSION_UPDATE,)
+    return (Action.SESSION_UPDATE, Action.SESSION_SHARE) if content else (Action.SESSION_SHARE,)
+
+
+def resource_type(action: Action) -> str:
+    return RULES[action].resource_type

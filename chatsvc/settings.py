@@ -90,6 +90,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     message_rate: float = Field(20.0, gt=0)
     message_burst: int = Field(40, ge=1)
+    rate_limit_users: int = Field(100_000, ge=1)
 
     # --- realtime
     broker_url: str | None = None
@@ -105,11 +106,16 @@ class Settings(BaseModel):
     ws_reorder_wait: float = Field(0.5, ge=0)
     presence_ttl: float = Field(30.0, gt=1)
     broker_reconnect_max: float = Field(10.0, gt=0)
+    broker_outbox_size: int = Field(10_000, ge=1)
+    broker_timeout: float = Field(2.0, gt=0)
+    ws_close_timeout: float = Field(2.0, gt=0)
+    ws_backlog_page: int = Field(500, ge=1, le=10_000)
 
     # --- audit
     audit_queue_size: int = Field(10_000, ge=1)
     audit_batch_size: int = Field(200, ge=1)
     audit_flush_interval: float = Field(0.5, gt=0)
+    audit_retry_max: float = Field(30.0, gt=0)
 
     _csv_fields = field_validator(
         "groups_read", "groups_write", "groups_admin", "allowed_origins", mode="before"

@@ -23,9 +23,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from chatsvc.api import schemas
 from chatsvc.api.openapi import REF_TEMPLATE, build_document
 from chatsvc.app import create_app
+from chatsvc.service import inputs as schemas
 from tests.conftest import create_session, send_message, settings_for, sign_in
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatsvc.app import create_app
+from chatsvc.http.access_log import AccessLogger
 from chatsvc.keys import DB_ENGINE, DB_SESSIONS
-from chatsvc.observability import AccessLogger
 from tests.conftest import create_session, settings_for
 
 UNREACHABLE_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/x"

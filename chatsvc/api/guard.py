@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from chatsvc.auth.principal import Level, Principal
+from chatsvc.auth.principal import Principal
 from chatsvc.errors import NotFound
 from chatsvc.keys import ACTION, PRINCIPAL, RESOURCE_ID
 from chatsvc.policy import Action, require_level
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-def requires(
-    action: Action, *, id_param: str | None = None, level: Level | None = None
-) -> Callable[[Handler], Handler]:
+def requires(action: Action, *, id_param: str | None = None) -> Callable[[Handler], Handler]:
     """Declare the route's action; deny with ``Requires <level> permission`` below its level."""
 
     def decorate(handler: Handler) -> Handler:
@@ -27,7 +24,7 @@ def requires(
         async def guarded(request: web.Request) -> web.StreamResponse:
             request[ACTION] = action
             request[RESOURCE_ID] = request.match_info.get(id_param) if id_param else None
-            require_level(request[PRINCIPAL], action, level)
+            require_level(request[PRINCIPAL], action)
             return await handler(request)
 
         guarded.chatsvc_action = action  # type: ignore[attr-defined]

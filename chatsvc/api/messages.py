@@ -7,29 +7,23 @@ from aiohttp import web
 from chatsvc.api.guard import path_uuid, principal_of, requires
 from chatsvc.api.params import int_param, optional_int_param
 from chatsvc.api.responses import json_response, no_content
-from chatsvc.api.schemas import MessageCreate, MessageUpdate, decode_json, parse_model, reject_nulls
-from chatsvc.errors import FieldError, ValidationFailed
-from chatsvc.keys import DB_SESSIONS
-from chatsvc.messaging import send_message
-from chatsvc.policy import Action, authorize
-from chatsvc.realtime.events import message_deleted_frame, message_frame, publish
-from chatsvc.store import messages, sessions
+from chatsvc.policy import Action
+from chatsvc.service import messages
+from chatsvc.service.inputs import MessageCreate, MessageUpdate, decode_json, parse_model
 from chatsvc.store.messages import MESSAGE_NOT_FOUND
 from chatsvc.store.sessions import SESSION_NOT_FOUND
 
 
 @requires(Action.MESSAGE_LIST, id_param="session_id")
 async def list_messages(request: web.Request) -> web.Response:
-    principal = principal_of(request)
     limit = int_param(request, "limit", 100, 1, 500)
     offset = int_param(request, "offset", 0, 0)
     after_seq = optional_int_param(request, "after_seq", 0)
     before_seq = optional_int_param(request, "before_seq", 0)
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    async with request.app[DB_SESSIONS]() as db:
-        _, facts = await sessions.load_session(db, session_id, principal.user_id)
-        authorize(principal, "message.list", facts)
-        items = await messages.list_messages(db, session_id, limit, offset, after_seq, before_seq)
+    items = await messages.list_messages(
+        request.app, principal_of(request), session_id, limit, offset, after_seq, before_seq
+    )
     return json_response(items)
 
 
@@ -37,36 +31,24 @@ async def list_messages(request: web.Request) -> web.Response:
 async def create_message(request: web.Request) -> web.Response:
     body = parse_model(MessageCreate, decode_json(await request.read()))
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    message, created = await send_message(request.app, principal_of(request), session_id, body)
+    message, created = await messages.send_message(
+        request.app, principal_of(request), session_id, body
+    )
     return json_response(message, status=201 if created else 200)
 
 
 @requires(Action.MESSAGE_UPDATE, id_param="message_id")
 async def update_message(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    changes = reject_nulls(parse_model(MessageUpdate, decode_json(await request.read())))
-    if not changes:
-        raise ValidationFailed("content or metadata is required", [FieldError("body", "is empty")])
+    body = parse_model(MessageUpdate, decode_json(await request.read()))
     message_id = path_uuid(request, "message_id", MESSAGE_NOT_FOUND)
-    async with request.app[DB_SESSIONS]() as db:
-        message, facts = await messages.load_message(db, message_id, principal.user_id)
-        authorize(principal, "message.update", facts)
-        updated = await messages.update_message(db, message, changes)
-    publish(request.app, updated["chat_session_id"], message_frame(updated, "message_updated"))
+    updated = await messages.update_message(request.app, principal_of(request), message_id, body)
     return json_response(updated)
 
 
 @requires(Action.MESSAGE_DELETE, id_param="message_id")
 async def delete_message(request: web.Request) -> web.Response:
-    principal = principal_of(request)
     message_id = path_uuid(request, "message_id", MESSAGE_NOT_FOUND)
-    async with request.app[DB_SESSIONS]() as db:
-        message, facts = await messages.load_message(db, message_id, principal.user_id)
-        authorize(principal, "message.delete", facts)
-        await messages.delete_message(db, message_id)
-    publish(
-        request.app, message["chat_session_id"], message_deleted_frame(message_id, message["seq"])
-    )
+    await messages.delete_message(request.app, principal_of(request), message_id)
     return no_content()
 
 

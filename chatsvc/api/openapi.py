@@ -1,6 +1,6 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document of the HTTP API.
 
-Field schemas come from the pydantic models in :mod:`chatsvc.api.schemas` (the
+Field schemas come from the pydantic models in :mod:`chatsvc.service.inputs` (the
 same models that validate the bodies), never from a copy kept here. This module
 only says which route takes and answers which model, its parameters, and which
 error statuses it can answer. The route level in each 403 description is read
@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from chatsvc.api import schemas
 from chatsvc.api.responses import json_response
-from chatsvc.policy import RULES, level_detail
+from chatsvc.policy import RULES, Action, level_detail
+from chatsvc.service import inputs as schemas
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -361,7 +361,7 @@ def _responses(op: Operation, action: str | None) -> dict[str, Any]:
         error = ERROR_DESCRIPTIONS[status]
         if status == 403 and action is not None:
             error = (
-                f"`{level_detail(RULES[action].level)}`; or the action's rule denies; or, "
+                f"`{level_detail(RULES[Action(action)].level)}`; or the action's rule denies; or, "
                 "signed in by cookie, the CSRF token is missing"
             )
         responses[str(status)] = _problem(status, error)

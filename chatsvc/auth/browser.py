@@ -46,10 +46,10 @@ from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 from cryptography.fernet import Fernet
 
-from chatsvc.api.problems import Handler, problem_middleware
-from chatsvc.auth.middleware import TOKEN_SOURCES, auth_middleware
 from chatsvc.auth.tokens import HttpKeySource, InvalidToken, KeysUnavailable, TokenValidator
 from chatsvc.errors import ChatError, NotFound, ServiceUnavailable, ValidationFailed
+from chatsvc.http.identity import TOKEN_SOURCES, auth_middleware
+from chatsvc.http.problems import Handler, problem_middleware
 from chatsvc.keys import AUTHENTICATOR, DEV_ISSUER, HTTP_CLIENT, METRICS, REQUEST_ID, SETTINGS
 from chatsvc.settings import Settings, SettingsError, is_loopback_host
 

@@ -5,9 +5,9 @@ member's bounded queue without awaiting any socket; one writer task per member
 drains its queue. A member whose queue is full is closed with 1013, so a slow
 or stalled client never holds back the others.
 
-Events reach :meth:`Hub.deliver` from the broker, whether published by this
+Events reach :meth:`Hub.on_event` from the broker, whether published by this
 process or (through Redis) by another one, so REST changes, WebSocket sends and
-revocations behave the same everywhere.
+revocations behave the same everywhere. The hub dispatches on the event's type.
 """
 
 from __future__ import annotations
@@ -21,29 +21,32 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from chatsvc.auth.principal import Principal
+from chatsvc.events import (
+    CollaboratorChanged,
+    Event,
+    MessageDeleted,
+    MessageSent,
+    MessageUpdated,
+    PresenceChanged,
+    SessionDeleted,
+    SessionUpdated,
+    TypingChanged,
+)
+from chatsvc.events.broker import Broker
 from chatsvc.metrics import Metrics
-from chatsvc.policy import SessionFacts, can_send, can_view
-from chatsvc.realtime.broker import Broker
-from chatsvc.store.models import utcnow
+from chatsvc.policy import Action, SessionFacts, allows
+from chatsvc.realtime import frames
+from chatsvc.realtime.frames import ACCESS_REVOKED, SESSION_DELETED, SHUTDOWN, TOO_SLOW, Disconnect
 
 log = logging.getLogger("chatsvc.realtime")
 
-# Close codes and reasons (contract section 5).
-POLICY_VIOLATION = 1008
-GOING_AWAY = 1001
-TRY_AGAIN_LATER = 1013
-REASON_REVOKED = "Access revoked"
-REASON_DELETED = "Session deleted"
-REASON_EXPIRED = "Token expired"
-REASON_SLOW = "Too slow to keep up"
-REASON_SHUTDOWN = "Server shutting down"
-CLOSE_TIMEOUT = 2.0
 
 _connection_ids = itertools.count(1)
 
@@ -66,19 +69,20 @@ class Connection:
         max_bytes: int,
         request_id: str | None,
         client_ip: str | None,
+        close_timeout: float,
     ) -> None:
         self.id = f"ws{next(_connection_ids)}"
         self.ws = ws
         self.principal = principal
         self.session_id = session_id
         self.facts = facts
-        self.can_send = can_send(principal, facts)
         self.request_id = request_id
         self.client_ip = client_ip
         self.log = ConnectionLog(log, {"conn": self.id})
         self._queue: deque[bytes] = deque()
         self._max = max_frames
         self._max_bytes = max_bytes
+        self._close_timeout = close_timeout
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -93,6 +97,10 @@ class Connection:
     @property
     def user_id(self) -> uuid.UUID:
         return self.principal.user_id
+
+    @property
+    def can_send(self) -> bool:
+        return allows(self.principal, Action.WS_SEND, self.facts)
 
     @property
     def closing(self) -> bool:
@@ -122,7 +130,7 @@ class Connection:
     def _too_slow(self) -> None:
         if self.on_slow is not None:
             self.on_slow()
-        self.close_soon(TRY_AGAIN_LATER, REASON_SLOW)
+        self.close_soon(TOO_SLOW)
 
     def send_json(self, frame: dict[str, Any]) -> bool:
         return self.enqueue(orjson.dumps(frame))
@@ -158,33 +166,35 @@ class Connection:
             self.log.debug("event=ws_write_failed error=%s", type(exc).__name__)
 
     # --- closing -----------------------------------------------------------
-    def close_soon(self, code: int, reason: str) -> None:
+    def close_soon(self, why: Disconnect) -> None:
         """Close from any task (the hub's broadcast must not wait for it)."""
         if self._closing:
             return
         self._closing = True
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        asyncio.get_running_loop().create_task(self._close(why))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, why: Disconnect) -> None:
         if self._closing:
             return
         self._closing = True
-        await self._close(code, reason)
+        await self._close(why)
 
-    async def _close(self, code: int, reason: str) -> None:
-        self.log.info("event=ws_close code=%d reason=%r", code, reason)
+    async def _close(self, why: Disconnect) -> None:
+        self.log.info("event=ws_close code=%d reason=%r", why.code, why.reason)
         self.cancel_expiry()
         if self._writer is not None:
-            if code != TRY_AGAIN_LATER:
+            if why is not TOO_SLOW:
                 # Let queued frames (e.g. session_deleted) go out before the close frame.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
+                    await asyncio.wait_for(self._flush(), self._close_timeout)
             self._writer.cancel()
         self._queue.clear()
         self._queued_bytes = 0
         # A peer that stopped reading cannot take the close frame either: bound the wait.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
+            await asyncio.wait_for(
+                self.ws.close(code=why.code, message=why.reason.encode()), self._close_timeout
+            )
 
     async def _flush(self) -> None:
         if self._queue and self._writer is not None and not self._writer.done():
@@ -202,7 +212,7 @@ class Connection:
         self.cancel_expiry()
         delay = max(0.0, expires_at - time.time())
         self._expiry = asyncio.get_running_loop().call_later(
-            delay, self.close_soon, POLICY_VIOLATION, REASON_EXPIRED
+            delay, self.close_soon, frames.TOKEN_EXPIRED
         )
 
     def cancel_expiry(self) -> None:
@@ -221,19 +231,25 @@ class TypingState:
 @dataclass
 class Room:
     session_id: uuid.UUID
-    members: set[Connection] = field(default_factory=set)
-    users: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Each user's sockets in this room: the keys are who is present here.
+    members: dict[uuid.UUID, set[Connection]] = field(default_factory=dict)
+    size: int = 0
     typing: dict[uuid.UUID, TypingState] = field(default_factory=dict)
-    # Message frames are released in seq order (see Hub._deliver_message).
+    # Message frames are released in seq order (see Hub._on_message).
     next_seq: int | None = None
-    pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[int, MessageSent] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
+
+    def connections(self) -> list[Connection]:
+        return [conn for sockets in self.members.values() for conn in sockets]
 
 
 Revoked = Callable[[Connection], None]
 
 
 class Hub:
+    """This process's rooms; the broker's :class:`~chatsvc.events.broker.EventHandler`."""
+
     def __init__(
         self,
         broker: Broker,
@@ -241,7 +257,6 @@ class Hub:
         typing_coalesce: float,
         typing_timeout: float,
         on_revoked: Revoked,
-        on_permission_changed: Callable[[Connection], None],
         reorder_wait: float = 0.5,
     ) -> None:
         self.reorder_wait = reorder_wait
@@ -250,50 +265,67 @@ class Hub:
         self.typing_coalesce = typing_coalesce
         self.typing_timeout = typing_timeout
         self.rooms: dict[uuid.UUID, Room] = {}
-        self.connections: set[Connection] = set()
-        self._per_user: dict[uuid.UUID, int] = {}
+        # Each user's sockets over every room (for the per-user limit).
+        self._by_user: dict[uuid.UUID, set[Connection]] = {}
         self._on_revoked = on_revoked
-        self._on_permission_changed = on_permission_changed
-        broker.attach(self.deliver)
+        self._handlers: dict[type[Event], Callable[[Room, Any], object]] = {
+            MessageSent: self._on_message,
+            MessageUpdated: lambda room, e: self.broadcast(room, frames.message_updated(e)),
+            MessageDeleted: lambda room, e: self.broadcast(room, frames.message_deleted(e)),
+            SessionUpdated: self._on_session_updated,
+            SessionDeleted: self._on_session_deleted,
+            CollaboratorChanged: self._on_collaborator_changed,
+            PresenceChanged: lambda room, e: self.broadcast(
+                room, frames.presence(e), exclude_user=e.user_id
+            ),
+            TypingChanged: lambda room, e: self.broadcast(
+                room, frames.typing(e), exclude_user=e.user_id
+            ),
+        }
+        broker.attach(self)
 
     # --- membership ----------------------------------------------------------
     def room_size(self, session_id: uuid.UUID) -> int:
         room = self.rooms.get(session_id)
-        return len(room.members) if room else 0
+        return room.size if room else 0
 
     def user_connections(self, user_id: uuid.UUID) -> int:
-        return self._per_user.get(user_id, 0)
+        return len(self._by_user.get(user_id, ()))
+
+    def present_users(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        return [
+            (room.session_id, user_id) for room in self.rooms.values() for user_id in room.members
+        ]
 
     def add(self, conn: Connection) -> bool:
         """Register a member; True when it is the user's first socket in this process's room."""
         room = self.rooms.setdefault(conn.session_id, Room(conn.session_id))
-        room.members.add(conn)
-        self.connections.add(conn)
-        self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
+        sockets = room.members.setdefault(conn.user_id, set())
+        first = not sockets
+        sockets.add(conn)
+        room.size += 1
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
         conn.on_slow = self.metrics.ws_slow_closes.inc
         self.metrics.ws_connections.inc()
-        count = room.users.get(conn.user_id, 0)
-        room.users[conn.user_id] = count + 1
-        return count == 0
+        return first
 
     def remove(self, conn: Connection) -> bool:
         """Unregister; True when it was the user's last socket in this process's room."""
         room = self.rooms.get(conn.session_id)
-        if room is None or conn not in room.members:
+        sockets = room.members.get(conn.user_id) if room else None
+        if room is None or sockets is None or conn not in sockets:
             return False
-        room.members.discard(conn)
-        self.connections.discard(conn)
-        left = self._per_user.get(conn.user_id, 1) - 1
-        if left:
-            self._per_user[conn.user_id] = left
-        else:
-            self._per_user.pop(conn.user_id, None)
+        sockets.discard(conn)
+        room.size -= 1
+        mine = self._by_user.get(conn.user_id)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._by_user[conn.user_id]
         self.metrics.ws_connections.dec()
-        remaining = room.users.get(conn.user_id, 1) - 1
-        if remaining > 0:
-            room.users[conn.user_id] = remaining
+        if sockets:
             return False
-        room.users.pop(conn.user_id, None)
+        del room.members[conn.user_id]
         state = room.typing.pop(conn.user_id, None)
         if state and state.stop_timer:
             state.stop_timer.cancel()
@@ -304,27 +336,11 @@ class Hub:
         return True
 
     # --- delivery --------------------------------------------------------------
-    def deliver(self, session_id: uuid.UUID, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         """Every event for a session comes through here, from this process or another."""
-        room = self.rooms.get(session_id)
-        if room is None:
-            return
-        kind = event["type"]
-        if kind == "_collaborator":
-            self._collaborator_changed(room, uuid.UUID(str(event["user_id"])), bool(event["added"]))
-            return
-        if kind in ("user_joined", "user_left", "typing"):
-            self.broadcast(room, event, exclude_user=uuid.UUID(str(event["user_id"])))
-            return
-        if kind == "session_updated":
-            self._session_changed(room, event["session"])
-        if kind == "message":
-            self._deliver_message(room, event)
-            return
-        self.broadcast(room, event)
-        if kind == "session_deleted":
-            for conn in list(room.members):
-                conn.close_soon(POLICY_VIOLATION, REASON_DELETED)
+        room = self.rooms.get(event.session_id)
+        if room is not None:
+            self._handlers[type(event)](room, event)
 
     def note_seq(self, session_id: uuid.UUID, last_seq: int) -> None:
         """Start a new room's ordering after the last seq its first member was sent."""
@@ -332,7 +348,7 @@ class Hub:
         if room is not None and room.next_seq is None:
             room.next_seq = last_seq + 1
 
-    def _deliver_message(self, room: Room, event: dict[str, Any]) -> None:
+    def _on_message(self, room: Room, event: MessageSent) -> None:
         """Release message frames in seq order.
 
         Two senders (on two processes, or two database connections) can commit
@@ -340,7 +356,7 @@ class Hub:
         ahead of a gap waits up to ``reorder_wait`` for the missing one; after
         that it goes out anyway (the missing event was lost, e.g. during a
         broker outage, and clients recover it with ``since_seq``)."""
-        seq = int(event["seq"])
+        seq = event.seq
         expected = room.next_seq
         if expected is not None and seq > expected:
             room.pending[seq] = event
@@ -349,15 +365,18 @@ class Hub:
                     self.reorder_wait, self._skip_gap, room
                 )
             return
-        self.broadcast(room, event, seq=seq)
+        self._send_message(room, event)
         if expected is None or seq == expected:
             room.next_seq = seq + 1
             self._release_pending(room)
 
+    def _send_message(self, room: Room, event: MessageSent) -> None:
+        self.broadcast(room, frames.message(event.message), seq=event.seq)
+
     def _release_pending(self, room: Room) -> None:
         while room.next_seq in room.pending:
             seq = room.next_seq
-            self.broadcast(room, room.pending.pop(seq), seq=seq)
+            self._send_message(room, room.pending.pop(seq))
             room.next_seq = seq + 1
         if not room.pending and room.gap_timer is not None:
             room.gap_timer.cancel()
@@ -377,47 +396,56 @@ class Hub:
     def broadcast(
         self,
         room: Room,
-        event: dict[str, Any],
+        frame: frames.Frame,
         exclude_user: uuid.UUID | None = None,
         seq: int | None = None,
     ) -> int:
         started = time.perf_counter()
-        data = orjson.dumps(event)  # once for the whole room
+        data = orjson.dumps(frame)  # once for the whole room
         sent = 0
-        for conn in list(room.members):
-            if exclude_user is not None and conn.user_id == exclude_user:
+        for user_id, sockets in list(room.members.items()):
+            if user_id == exclude_user:
                 continue
-            if conn.enqueue(data, seq):
-                sent += 1
+            for conn in list(sockets):
+                if conn.enqueue(data, seq):
+                    sent += 1
         self.metrics.ws_frames_sent.inc(sent)
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
         return sent
 
     # --- access changes --------------------------------------------------------
-    def reevaluate(self, conn: Connection, level_changed: bool = False) -> None:
+    def reevaluate(self, conn: Connection, could_send: bool, level_changed: bool = False) -> None:
         """Re-apply the policy to a live member: close it, or tell it its rights changed."""
         if conn.closing:
             return
-        if conn.principal.level is None or not can_view(conn.principal, conn.facts):
+        if not allows(conn.principal, Action.WS_REVOKED, conn.facts):
             self._on_revoked(conn)
-            conn.close_soon(POLICY_VIOLATION, REASON_REVOKED)
+            conn.close_soon(ACCESS_REVOKED)
             return
-        allowed = can_send(conn.principal, conn.facts)
-        if allowed != conn.can_send or level_changed:
-            conn.can_send = allowed
-            self._on_permission_changed(conn)
+        can_send = conn.can_send
+        if can_send != could_send or level_changed:
+            conn.send_json(frames.permission_changed(conn.principal, can_send))
 
-    def _session_changed(self, room: Room, session: dict[str, Any]) -> None:
-        owner = uuid.UUID(str(session["user_id"]))
-        for conn in list(room.members):
-            conn.facts = SessionFacts(owner, bool(session["is_shared"]), conn.facts.is_collaborator)
-            self.reevaluate(conn)
+    def _set_facts(self, conn: Connection, facts: SessionFacts) -> None:
+        could_send = conn.can_send
+        conn.facts = facts
+        self.reevaluate(conn, could_send)
 
-    def _collaborator_changed(self, room: Room, user_id: uuid.UUID, added: bool) -> None:
-        for conn in list(room.members):
-            if conn.user_id == user_id:
-                conn.facts = SessionFacts(conn.facts.owner_id, conn.facts.is_shared, added)
-                self.reevaluate(conn)
+    def _on_session_updated(self, room: Room, event: SessionUpdated) -> None:
+        self.broadcast(room, frames.session_updated(event))
+        for conn in room.connections():
+            self._set_facts(
+                conn, SessionFacts(event.owner_id, event.is_shared, conn.facts.is_collaborator)
+            )
+
+    def _on_session_deleted(self, room: Room, event: SessionDeleted) -> None:
+        self.broadcast(room, frames.session_deleted(event))
+        for conn in room.connections():
+            conn.close_soon(SESSION_DELETED)
+
+    def _on_collaborator_changed(self, room: Room, event: CollaboratorChanged) -> None:
+        for conn in list(room.members.get(event.user_id, ())):
+            self._set_facts(conn, conn.facts.with_collaborator(event.added))
 
     def resync(
         self,
@@ -429,12 +457,11 @@ class Hub:
         if room is None:
             return
         if snapshot is None:
-            self.deliver(session_id, {"type": "session_deleted", "session_id": session_id})
+            self._on_session_deleted(room, SessionDeleted(session_id))
             return
         owner, shared, collaborators = snapshot
-        for conn in list(room.members):
-            conn.facts = SessionFacts(owner, shared, conn.user_id in collaborators)
-            self.reevaluate(conn)
+        for conn in room.connections():
+            self._set_facts(conn, SessionFacts(owner, shared, conn.user_id in collaborators))
 
     # --- typing ------------------------------------------------------------------
     def typing(self, conn: Connection, is_typing: bool) -> None:
@@ -459,7 +486,7 @@ class Hub:
             state.last_broadcast = now
         else:
             state.is_typing = False
-        self.broker.publish(conn.session_id, typing_frame(conn.principal, is_typing))
+        self.broker.publish(typing_changed(conn, is_typing))
 
     def _typing_timed_out(self, conn: Connection) -> None:
         room = self.rooms.get(conn.session_id)
@@ -468,34 +495,29 @@ class Hub:
             return
         state.is_typing = False
         state.stop_timer = None
-        self.broker.publish(conn.session_id, typing_frame(conn.principal, False))
+        self.broker.publish(typing_changed(conn, False))
 
     # --- shutdown ----------------------------------------------------------------
-    async def close_all(self, code: int = GOING_AWAY, reason: str = REASON_SHUTDOWN) -> None:
+    async def close_all(self, why: Disconnect = SHUTDOWN) -> None:
         await asyncio.gather(
-            *(conn.close(code, reason) for conn in list(self.connections)),
+            *(
+                conn.close(why)
+                for sockets in list(self._by_user.values())
+                for conn in list(sockets)
+            ),
             return_exceptions=True,
         )
 
 
-def typing_frame(principal: Principal, is_typing: bool) -> dict[str, Any]:
-    return {
-        "type": "typing",
-        "user_id": principal.user_id,
-        "user_email": principal.email,
-        "is_typing": is_typing,
-        "timestamp": _now_iso(),
-    }
-
-
-def presence_frame(kind: str, principal: Principal) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "user_id": principal.user_id,
-        "user_email": principal.email,
-        "timestamp": _now_iso(),
-    }
-
-
 def _now_iso() -> str:
-    return utcnow().isoformat()
+    return datetime.now(UTC).isoformat()
+
+
+def typing_changed(conn: Connection, is_typing: bool) -> TypingChanged:
+    p = conn.principal
+    return TypingChanged(conn.session_id, p.user_id, p.email, is_typing, _now_iso())
+
+
+def presence_changed(conn: Connection, joined: bool) -> PresenceChanged:
+    p = conn.principal
+    return PresenceChanged(conn.session_id, p.user_id, p.email, joined, _now_iso())

@@ -1,4 +1,4 @@
-"""Wires the broker, the hub and the WebSocket route into the application."""
+"""Wires the hub and the WebSocket route into the application."""
 
 from __future__ import annotations
 
@@ -8,56 +8,35 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatsvc.events.redis import RedisBroker
 from chatsvc.keys import BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
 from chatsvc.policy import Action
 from chatsvc.realtime import ws
-from chatsvc.realtime.broker import Broker
-from chatsvc.realtime.hub import REASON_REVOKED, Connection, Hub
-from chatsvc.realtime.redis_broker import RedisBroker
-from chatsvc.settings import Settings
+from chatsvc.realtime.frames import ACCESS_REVOKED
+from chatsvc.realtime.hub import Connection, Hub
 from chatsvc.store import sessions
 
 log = logging.getLogger("chatsvc.realtime")
 
 
-def create_broker(app: web.Application, settings: Settings) -> Broker:
-    url = settings.broker_url
-    if url is None or url.startswith("memory://"):
-        return Broker()
-    return RedisBroker(url, app[METRICS], settings)
-
-
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    broker = create_broker(app, settings)
+    broker = app[BROKER]
 
     def revoked(conn: Connection) -> None:
-        ws.record_ws_denial(app, conn, Action.WS_REVOKED, REASON_REVOKED)
+        ws.record_ws_denial(app, conn, Action.WS_REVOKED, ACCESS_REVOKED.reason)
 
-    def permission_changed(conn: Connection) -> None:
-        conn.send_json(
-            {
-                "type": "permission_changed",
-                "permission": conn.principal.permission,
-                "can_send": conn.can_send,
-            }
-        )
-
-    app[BROKER] = broker
     app[HUB] = Hub(
         broker,
         app[METRICS],
         settings.typing_coalesce_seconds,
         settings.typing_timeout_seconds,
         revoked,
-        permission_changed,
         settings.ws_reorder_wait,
     )
     if isinstance(broker, RedisBroker):
         broker.on_reconnect = lambda: resync_rooms(app)
-    await broker.start()
     yield
-    await broker.close()
 
 
 async def resync_rooms(app: web.Application) -> None:

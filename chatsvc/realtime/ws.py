@@ -1,9 +1,10 @@
-"""``GET /api/chat/sessions/{id}/ws``: the WebSocket protocol (contract section 5).
+"""``GET /api/chat/sessions/{id}/ws``: the WebSocket protocol (see ``docs/protocol.md``).
 
 The upgrade is always accepted; a connection that may not stay is then closed
-with 1008 and the contract's reason, checked in the policy's order. The handler's
-task is the only one that reads; the member's writer task sends; the hub and
-timers may close.
+with 1008 and its reason, checked in the policy's order. The handler's task is
+the only one that reads; the member's writer task sends; the hub and timers may
+close. Frame handlers are registered by type in :data:`FRAME_HANDLERS`, and one
+function (:func:`handle_frame`) maps what they raise to the frame error codes.
 """
 
 from __future__ import annotations
@@ -11,18 +12,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatsvc.api.problems import audit_denial
-from chatsvc.api.schemas import MessageCreate, parse_model
-from chatsvc.audit import AuditRecord, resource_type_for
-from chatsvc.auth.middleware import websocket_route
-from chatsvc.auth.principal import Level
 from chatsvc.errors import (
     AccessDenied,
     ChatError,
@@ -32,44 +27,34 @@ from chatsvc.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from chatsvc.http.identity import websocket_route
 from chatsvc.keys import AUDIT, AUTHENTICATOR, DB_SESSIONS, HUB, PRINCIPAL, REQUEST_ID, SETTINGS
-from chatsvc.messaging import send_message
-from chatsvc.policy import Action, authorize, require_level
-from chatsvc.realtime.events import message_frame
-from chatsvc.realtime.hub import POLICY_VIOLATION, TRY_AGAIN_LATER, Connection, presence_frame
+from chatsvc.policy import Action, check, require_level
+from chatsvc.realtime import frames
+from chatsvc.realtime.frames import (
+    ACCESS_DENIED,
+    AUTH_REQUIRED,
+    INVALID_SINCE,
+    ROOM_FULL,
+    SESSION_NOT_FOUND,
+    UNAVAILABLE,
+    USER_BUSY,
+    Disconnect,
+)
+from chatsvc.realtime.hub import Connection, presence_changed
+from chatsvc.service import messages as message_service
+from chatsvc.service.inputs import MessageCreate, parse_model
 from chatsvc.store import messages, sessions
-
-REASON_AUTH = "Authentication required"
-REASON_DENIED = "Access denied"
-REASON_NOT_FOUND = "Session not found"
-REASON_SINCE = "Invalid since_seq"
-REASON_BUSY = "Too many connections"
-REASON_UNAVAILABLE = "Service unavailable"
-BACKLOG_PAGE = 500
-
-
-def error_frame(code: str, message: str) -> dict[str, str]:
-    return {"type": "error", "code": code, "message": message}
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def record_ws_denial(app: web.Application, conn: Connection, action: Action, reason: str) -> None:
-    principal = conn.principal
-    app[AUDIT].record(
-        AuditRecord(
-            user_id=principal.user_id,
-            user_email=principal.email,
-            permission=principal.permission,
-            action=str(action),
-            resource_type=resource_type_for(str(action)),
-            resource_id=str(conn.session_id),
-            reason=reason,
-            request_id=conn.request_id,
-            client_ip=conn.client_ip,
-        )
+    app[AUDIT].deny(
+        conn.principal,
+        action,
+        reason,
+        resource_id=str(conn.session_id),
+        request_id=conn.request_id,
+        client_ip=conn.client_ip,
     )
 
 
@@ -88,54 +73,61 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     settings = app[SETTINGS]
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat,
-        # aiohttp refuses a message of max_msg_size bytes or more; the contract
-        # closes only frames *larger* than the limit.
+        # aiohttp refuses a message of max_msg_size bytes or more; chatsvc closes
+        # only frames *larger* than the limit.
         max_msg_size=settings.ws_max_frame_bytes + 1,
         compress=settings.ws_compress,
         timeout=5.0,
     )
 
-    async def refuse(reason: str, action: Action | None = None) -> web.WebSocketResponse:
-        if action is not None:
-            audit_denial(request, str(action), reason, request.match_info["session_id"])
-        await ws.close(code=POLICY_VIOLATION, message=reason.encode())
-        return ws
-
     # The checks need no I/O up to the session lookup, which runs before the
     # upgrade: if the database is down, the client gets a plain 503 (problem
     # JSON) rather than a socket that opens and dies.
-    refusal: tuple[str, Action | None] | None = None
+    refusal: tuple[Disconnect, Action | None] | None = None
     principal = request.get(PRINCIPAL)
     since = _since_seq(request)
     if principal is None:
-        refusal = (REASON_AUTH, None)
+        refusal = (AUTH_REQUIRED, None)
     elif principal.level is None:
-        refusal = (REASON_DENIED, Action.WS_CONNECT)
+        refusal = (ACCESS_DENIED, Action.WS_CONNECT)
     elif since == "invalid":
-        refusal = (REASON_SINCE, None)
+        refusal = (INVALID_SINCE, None)
     else:
         try:
             session_id = uuid.UUID(request.match_info["session_id"])
             async with app[DB_SESSIONS]() as db:
                 session, facts = await sessions.load_session(db, session_id, principal.user_id)
         except (ValueError, NotFound):
-            refusal = (REASON_NOT_FOUND, None)
+            refusal = (SESSION_NOT_FOUND, None)
         else:
             try:
-                authorize(principal, "ws.connect", facts, Action.WS_CONNECT)
+                check(principal, Action.WS_CONNECT, facts)
             except AccessDenied:
-                refusal = (REASON_DENIED, Action.WS_CONNECT)
+                refusal = (ACCESS_DENIED, Action.WS_CONNECT)
     await ws.prepare(request)
     if refusal is not None:
-        return await refuse(*refusal)
+        why, action = refusal
+        if action is not None:
+            app[AUDIT].deny(
+                principal,
+                action,
+                why.reason,
+                resource_id=request.match_info["session_id"],
+                request_id=request.get(REQUEST_ID),
+                client_ip=request.remote,
+            )
+        await ws.close(code=why.code, message=why.reason.encode())
+        return ws
     assert principal is not None
 
     hub = app[HUB]
+    busy = None
     if hub.room_size(session_id) >= settings.ws_max_per_session:
-        await ws.close(code=TRY_AGAIN_LATER, message=REASON_BUSY.encode())
-        return ws
-    if hub.user_connections(principal.user_id) >= settings.ws_max_per_user:
-        await ws.close(code=POLICY_VIOLATION, message=REASON_BUSY.encode())
+        busy = ROOM_FULL
+    elif hub.user_connections(principal.user_id) >= settings.ws_max_per_user:
+        busy = USER_BUSY
+    if busy is not None:
+        await ws.close(code=busy.code, message=busy.reason.encode())
         return ws
 
     conn = Connection(
@@ -147,6 +139,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         settings.ws_send_queue_bytes,
         request.get(REQUEST_ID),
         request.remote,
+        settings.ws_close_timeout,
     )
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
     conn.hold_live_frames()
@@ -155,21 +148,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         # Present (across processes) before the client hears "connected": from then
         # on, closing the user's other socket is not a departure.
         if first_socket and await hub.broker.presence_join(session_id, principal.user_id):
-            hub.broker.publish(session_id, presence_frame("user_joined", principal))
-        await ws.send_frame(
-            orjson.dumps(
-                {
-                    "type": "connected",
-                    "session_id": session_id,
-                    "user_id": principal.user_id,
-                    "user_email": principal.email,
-                    "permission": principal.permission,
-                    "can_send": conn.can_send,
-                    "last_seq": session["last_seq"],
-                }
-            ),
-            WSMsgType.TEXT,
-        )
+            hub.broker.publish(presence_changed(conn, joined=True))
+        connected = frames.connected(principal, session_id, conn.can_send, session["last_seq"])
+        await ws.send_frame(orjson.dumps(connected), WSMsgType.TEXT)
         # Without since_seq, start after the last_seq just reported: a message
         # committed after that read but published before hub.add() is otherwise lost.
         await replay_backlog(app, conn, since if isinstance(since, int) else session["last_seq"])
@@ -182,11 +163,11 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         conn.log.debug("event=ws_dropped error=%s", type(exc).__name__)
     except (SQLAlchemyError, OSError) as exc:
         conn.log.warning("event=db_unavailable where=ws_connect error=%s", type(exc).__name__)
-        await conn.close(TRY_AGAIN_LATER, REASON_UNAVAILABLE)
+        await conn.close(UNAVAILABLE)
     finally:
         await conn.stop_writer()
         if hub.remove(conn) and await hub.broker.presence_leave(session_id, principal.user_id):
-            hub.broker.publish(session_id, presence_frame("user_left", conn.principal))
+            hub.broker.publish(presence_changed(conn, joined=False))
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -200,119 +181,108 @@ async def replay_backlog(app: web.Application, conn: Connection, since: int) -> 
     The member was registered (and its live frames held) before the first read,
     so a message committed during the replay is either in the backlog or held,
     and :meth:`Connection.release_held_frames` drops the ones the backlog had."""
+    page_size = app[SETTINGS].ws_backlog_page
     after = since
     while True:
         async with app[DB_SESSIONS]() as db:
-            page = await messages.list_messages(db, conn.session_id, BACKLOG_PAGE, after_seq=after)
+            page = await messages.list_messages(db, conn.session_id, page_size, after_seq=after)
         for message in page:
-            await conn.ws.send_frame(orjson.dumps(message_frame(message)), WSMsgType.TEXT)
+            await conn.ws.send_frame(orjson.dumps(frames.message(message)), WSMsgType.TEXT)
             after = message["seq"]
         conn.replayed_seq = after
-        if len(page) < BACKLOG_PAGE:
+        if len(page) < page_size:
             return
 
 
 async def receive_loop(app: web.Application, conn: Connection) -> None:
-    ws = conn.ws
-    async for msg in ws:
+    async for msg in conn.ws:
         if msg.type is not WSMsgType.TEXT:
             if msg.type is WSMsgType.BINARY:
-                conn.send_json(error_frame("INVALID_JSON", "Frames must be JSON text"))
+                conn.send_json(frames.error("INVALID_JSON", "Frames must be JSON text"))
             continue
         try:
             frame = orjson.loads(msg.data)
         except orjson.JSONDecodeError:
             frame = None
         if not isinstance(frame, dict):
-            conn.send_json(error_frame("INVALID_JSON", "Frame must be a JSON object"))
+            conn.send_json(frames.error("INVALID_JSON", "Frame must be a JSON object"))
             continue
-        handler = FRAME_HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
-        if handler is None:
-            conn.send_json(error_frame("UNKNOWN_TYPE", "Unknown or missing frame type"))
-            continue
+        await handle_frame(app, conn, frame)
+
+
+async def handle_frame(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
+    """Run the frame's handler; what it raises becomes one error frame (the one map)."""
+    entry = FRAME_HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
+    if entry is None:
+        conn.send_json(frames.error("UNKNOWN_TYPE", "Unknown or missing frame type"))
+        return
+    action, handler = entry
+    try:
         await handler(app, conn, frame)
-
-
-def _deny(app: web.Application, conn: Connection, exc: AccessDenied, action: Action) -> None:
-    record_ws_denial(app, conn, action, exc.detail)
-    conn.send_json(error_frame("PERMISSION_DENIED", exc.detail))
+    except AccessDenied as exc:
+        record_ws_denial(app, conn, exc.action or action, exc.detail)
+        conn.send_json(frames.error("PERMISSION_DENIED", exc.detail))
+    except ValidationFailed as exc:
+        conn.send_json(frames.error("INVALID_CONTENT", exc.detail))
+    except RateLimited as exc:
+        text = f"{exc.detail}; retry after {exc.retry_after} s"
+        conn.send_json(frames.error("RATE_LIMITED", text))
+    except Unauthenticated as exc:
+        conn.send_json(frames.error("INVALID_TOKEN", exc.detail))
+    except (ChatError, Exception) as exc:  # database down, session deleted meanwhile, ...
+        conn.log.warning("event=ws_send_failed error=%s", type(exc).__name__)
+        conn.send_json(frames.error("SEND_FAILED", "The message could not be stored"))
 
 
 async def on_message(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
-    try:
-        require_level(conn.principal, Action.WS_SEND, Level.WRITE)
-        body = parse_model(MessageCreate, {k: v for k, v in frame.items() if k != "type"})
-        message, created = await send_message(
-            app, conn.principal, conn.session_id, body, Action.WS_SEND
-        )
-    except AccessDenied as exc:
-        _deny(app, conn, exc, Action.WS_SEND)
-        return
-    except ValidationFailed as exc:
-        conn.send_json(error_frame("INVALID_CONTENT", exc.detail))
-        return
-    except RateLimited as exc:
-        conn.send_json(
-            error_frame("RATE_LIMITED", f"{exc.detail}; retry after {exc.retry_after} s")
-        )
-        return
-    except (ChatError, Exception) as exc:  # database down, session deleted meanwhile, ...
-        conn.log.warning("event=ws_send_failed error=%s", type(exc).__name__)
-        conn.send_json(error_frame("SEND_FAILED", "The message could not be stored"))
-        return
+    require_level(conn.principal, Action.WS_SEND)
+    body = parse_model(MessageCreate, {k: v for k, v in frame.items() if k != "type"})
+    message, created = await message_service.send_message(
+        app, conn.principal, conn.session_id, body, Action.WS_SEND
+    )
     if not created:
         # A retried client_msg_id: the original frame, to the sender only.
-        conn.send_json(message_frame(message))
+        conn.send_json(frames.message(message))
 
 
 async def on_typing(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
-    try:
-        require_level(conn.principal, Action.WS_TYPING, Level.WRITE)
-    except AccessDenied as exc:
-        _deny(app, conn, exc, Action.WS_TYPING)
-        return
+    require_level(conn.principal, Action.WS_TYPING)
     is_typing = frame.get("is_typing")
     if not isinstance(is_typing, bool):
-        conn.send_json(error_frame("INVALID_CONTENT", "is_typing must be true or false"))
-        return
-    try:
-        authorize(conn.principal, "message.send", conn.facts, Action.WS_TYPING)
-    except AccessDenied as exc:
-        _deny(app, conn, exc, Action.WS_TYPING)
-        return
+        raise ValidationFailed("is_typing must be true or false")
+    check(conn.principal, Action.WS_TYPING, conn.facts)
     app[HUB].typing(conn, is_typing)
 
 
 async def on_ping(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
-    conn.send_json({"type": "pong"})
+    conn.send_json(frames.PONG)
 
 
 async def on_auth(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
     token = frame.get("access_token")
     if not isinstance(token, str) or not token:
-        conn.send_json(error_frame("INVALID_TOKEN", "access_token is required"))
-        return
+        raise Unauthenticated("access_token is required")
     try:
         renewed = await app[AUTHENTICATOR].authenticate(token)
-    except (Unauthenticated, ServiceUnavailable) as exc:
-        conn.send_json(error_frame("INVALID_TOKEN", exc.detail))
-        return
+    except ServiceUnavailable as exc:  # keys or database: the old token stands
+        raise Unauthenticated(exc.detail) from None
     old = conn.principal
     if (renewed.issuer, renewed.subject) != (old.issuer, old.subject):
-        conn.send_json(error_frame("INVALID_TOKEN", "The token belongs to another user"))
-        return
+        raise Unauthenticated("The token belongs to another user")
+    could_send = conn.can_send
     conn.principal = renewed
     conn.schedule_expiry(renewed.expires_at)
-    conn.send_json({"type": "auth_ok", "expires_at": iso(renewed.expires_at)})
-    app[HUB].reevaluate(conn, level_changed=renewed.level != old.level)
+    conn.send_json(frames.auth_ok(renewed.expires_at))
+    app[HUB].reevaluate(conn, could_send, level_changed=renewed.level != old.level)
 
 
 FrameHandler = Callable[[web.Application, Connection, dict[str, Any]], Awaitable[None]]
-FRAME_HANDLERS: dict[str, FrameHandler] = {
-    "message": on_message,
-    "typing": on_typing,
-    "ping": on_ping,
-    "auth": on_auth,
+# Each client frame type: the action its denials are audited as, and its handler.
+FRAME_HANDLERS: dict[str, tuple[Action, FrameHandler]] = {
+    "message": (Action.WS_SEND, on_message),
+    "typing": (Action.WS_TYPING, on_typing),
+    "ping": (Action.WS_SEND, on_ping),
+    "auth": (Action.WS_CONNECT, on_auth),
 }
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatsvc.errors import NotFound
-from chatsvc.policy import SessionFacts
+from chatsvc.store.access import SessionFacts
 from chatsvc.store.models import ChatMessage, ChatSession, SessionCollaborator, User, utcnow
 
 MESSAGE_NOT_FOUND = "Chat message not found"

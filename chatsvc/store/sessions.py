@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from chatsvc.errors import NotFound
-from chatsvc.policy import ListScope, SessionFacts
+from chatsvc.store.access import ListScope, SessionFacts
 from chatsvc.store.messages import MESSAGE_COLUMNS, rows_as_dicts
 from chatsvc.store.models import ChatMessage, ChatSession, SessionCollaborator, User, utcnow
 

@@ -20,21 +20,19 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from chatsvc.events import BadEvent, Event, decode, encode
+from chatsvc.events.broker import BrokerStatus, EventHandler
 from chatsvc.metrics import Metrics
-from chatsvc.realtime.broker import Broker
 from chatsvc.settings import Settings
 
 log = logging.getLogger("chatsvc.broker")
 
 CHANNEL = "chatsvc:events"
-OUTBOX_SIZE = 10_000
-REDIS_TIMEOUT = 2.0
 
 # KEYS[1] = presence hash; ARGV = user prefix, own field, expiry, now, key ttl (ms).
 # Returns 1 when no other live entry of the user exists (the user is new / gone).
@@ -69,28 +67,32 @@ def _presence_key(session_id: uuid.UUID) -> str:
     return f"chatsvc:presence:{session_id}"
 
 
-class RedisBroker(Broker):
+class RedisBroker:
     def __init__(self, url: str, metrics: Metrics, settings: Settings) -> None:
-        super().__init__()
+        self._handler: EventHandler | None = None
         self.node_id = uuid.uuid4().hex
         self._url = url
         self._metrics = metrics
         self._presence_ttl = settings.presence_ttl
         self._backoff_max = settings.broker_reconnect_max
         self._client = redis.from_url(
-            url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+            url,
+            socket_connect_timeout=settings.broker_timeout,
+            socket_timeout=settings.broker_timeout,
         )
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.broker_outbox_size)
         self._tasks: list[asyncio.Task[None]] = []
-        self._present: set[tuple[uuid.UUID, uuid.UUID]] = set()
         self._up = False
         self.on_reconnect: Callable[[], Awaitable[None]] | None = None
         metrics.broker_up.set(0)
 
     # --- status ------------------------------------------------------------------
     @property
-    def status(self) -> str:  # type: ignore[override]
+    def status(self) -> BrokerStatus:
         return "up" if self._up else "down"
+
+    def attach(self, handler: EventHandler) -> None:
+        self._handler = handler
 
     def _mark(self, up: bool, error: BaseException | None = None) -> None:
         if up != self._up:
@@ -103,14 +105,15 @@ class RedisBroker(Broker):
         self._metrics.broker_up.set(1 if up else 0)
 
     # --- events ------------------------------------------------------------------
-    def publish(self, session_id: uuid.UUID, event: dict[str, Any]) -> None:
-        super().publish(session_id, event)
-        payload = orjson.dumps({"o": self.node_id, "s": session_id, "e": event})
+    def publish(self, event: Event) -> None:
+        if self._handler is not None:
+            self._handler.on_event(event)
+        payload = orjson.dumps({"o": self.node_id, "e": encode(event)})
         try:
             self._outbox.put_nowait(payload)
         except asyncio.QueueFull:
             self._metrics.broker_errors.inc()
-            log.warning("event=broker_outbox_full session_id=%s", session_id)
+            log.warning("event=broker_outbox_full session_id=%s", event.session_id)
 
     async def _publisher(self) -> None:
         while True:
@@ -158,13 +161,12 @@ class RedisBroker(Broker):
             envelope = orjson.loads(data)
             if envelope["o"] == self.node_id:
                 return
-            session_id = uuid.UUID(envelope["s"])
-            event = envelope["e"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            event = decode(envelope["e"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, BadEvent):
             log.warning("event=broker_bad_message")
             return
-        if self._deliver is not None:
-            self._deliver(session_id, event)
+        if self._handler is not None:
+            self._handler.on_event(event)
 
     async def start(self) -> None:
         self._tasks = [
@@ -182,7 +184,7 @@ class RedisBroker(Broker):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for session_id, user_id in list(self._present):
+        for session_id, user_id in self._present():
             with contextlib.suppress(Exception):
                 await self.presence_leave(session_id, user_id)
         with contextlib.suppress(Exception):
@@ -195,8 +197,10 @@ class RedisBroker(Broker):
         prefix = f"{user_id}:"
         return prefix, prefix + self.node_id, str(now_ms + ttl_ms), str(now_ms), str(ttl_ms * 2)
 
+    def _present(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        return list(self._handler.present_users()) if self._handler is not None else []
+
     async def presence_join(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        self._present.add((session_id, user_id))
         try:
             result = await self._client.eval(
                 _JOIN, 1, _presence_key(session_id), *self._presence_args(user_id)
@@ -207,7 +211,6 @@ class RedisBroker(Broker):
         return bool(result)
 
     async def presence_leave(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        self._present.discard((session_id, user_id))
         try:
             result = await self._client.eval(
                 _LEAVE, 1, _presence_key(session_id), *self._presence_args(user_id)
@@ -218,10 +221,11 @@ class RedisBroker(Broker):
         return bool(result)
 
     async def _refresh_presence(self) -> None:
-        if not self._present:
+        present = self._present()
+        if not present:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for session_id, user_id in self._present:
+            for session_id, user_id in present:
                 _prefix, field, expiry, _now, key_ttl = self._presence_args(user_id)
                 key = _presence_key(session_id)
                 pipe.hset(key, field, expiry)

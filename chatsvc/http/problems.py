@@ -12,14 +12,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatsvc.audit import AuditRecord, resource_type_for
 from chatsvc.errors import (
     AccessDenied,
     ChatError,
@@ -32,7 +31,6 @@ from chatsvc.keys import ACTION, AUDIT, METRICS, PRINCIPAL, REQUEST_ID, RESOURCE
 
 log = logging.getLogger("chatsvc.http")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 REALM = 'Bearer realm="chatsvc"'
 
@@ -72,23 +70,6 @@ def problem(
     )
 
 
-def audit_denial(request: web.Request, action: str, reason: str, resource_id: str | None) -> None:
-    principal = request.get(PRINCIPAL)
-    request.app[AUDIT].record(
-        AuditRecord(
-            user_id=principal.user_id if principal else None,
-            user_email=principal.email if principal else None,
-            permission=principal.permission if principal else None,
-            action=action,
-            resource_type=resource_type_for(action),
-            resource_id=resource_id,
-            reason=reason,
-            request_id=request.get(REQUEST_ID),
-            client_ip=request.remote,
-        )
-    )
-
-
 def _chat_error_response(request: web.Request, exc: ChatError) -> web.Response:
     headers: dict[str, str] = {}
     errors = None
@@ -99,7 +80,14 @@ def _chat_error_response(request: web.Request, exc: ChatError) -> web.Response:
     elif isinstance(exc, AccessDenied):
         action = exc.action or request.get(ACTION)
         if action is not None:
-            audit_denial(request, str(action), exc.detail, request.get(RESOURCE_ID))
+            request.app[AUDIT].deny(
+                request.get(PRINCIPAL),
+                action,
+                exc.detail,
+                resource_id=request.get(RESOURCE_ID),
+                request_id=request.get(REQUEST_ID),
+                client_ip=request.remote,
+            )
     elif isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, ValidationFailed):

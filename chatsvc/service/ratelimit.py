@@ -14,13 +14,13 @@ from cachetools import TTLCache
 
 
 class RateLimiter:
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, max_users: int = 100_000) -> None:
         self.rate = rate
         self.burst = burst
         # Idle buckets refill completely within burst/rate seconds; forgetting them
         # after that changes nothing and bounds the memory.
         ttl = max(1.0, burst / rate) * 2
-        self._buckets: TTLCache[uuid.UUID, list[float]] = TTLCache(maxsize=100_000, ttl=ttl)
+        self._buckets: TTLCache[uuid.UUID, list[float]] = TTLCache(maxsize=max_users, ttl=ttl)
 
     def acquire(self, user_id: uuid.UUID) -> float:
         """Take one token; return 0.0 on success, else the seconds until one is available."""

@@ -1,0 +1,57 @@
+"""Session collaborators: list, add (by email), remove."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from chatsvc.auth.principal import Principal
+from chatsvc.errors import FieldError, NotFound, ValidationFailed
+from chatsvc.events import CollaboratorChanged
+from chatsvc.keys import BROKER, DB_SESSIONS
+from chatsvc.policy import Action
+from chatsvc.service.access import authorized_session
+from chatsvc.service.inputs import CollaboratorAdd
+from chatsvc.store import collaborators, users
+
+
+async def list_collaborators(
+    app: web.Application, principal: Principal, session_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    async with app[DB_SESSIONS]() as db:
+        await authorized_session(db, principal, session_id, Action.COLLABORATOR_LIST)
+        return await collaborators.list_collaborators(db, session_id)
+
+
+async def add_collaborator(
+    app: web.Application, principal: Principal, session_id: uuid.UUID, body: CollaboratorAdd
+) -> tuple[dict[str, Any], bool]:
+    async with app[DB_SESSIONS]() as db:
+        session, _ = await authorized_session(db, principal, session_id, Action.COLLABORATOR_ADD)
+        found = await users.find_user_by_email(db, body.email.strip(), principal.issuer)
+        if found is None:
+            raise NotFound("User not found")
+        user_id, email = found
+        if user_id == session["user_id"]:
+            raise ValidationFailed(
+                "The owner cannot be a collaborator",
+                [FieldError("email", "is the session's owner")],
+            )
+        entry, created = await collaborators.add_collaborator(db, session_id, user_id, email)
+    if created:
+        app[BROKER].publish(CollaboratorChanged(session_id, user_id, added=True))
+    return entry, created
+
+
+async def remove_collaborator(
+    app: web.Application, principal: Principal, session_id: uuid.UUID, user_id: uuid.UUID | None
+) -> None:
+    """``user_id`` None: a malformed id in the path, not found once the session is."""
+    async with app[DB_SESSIONS]() as db:
+        await authorized_session(db, principal, session_id, Action.COLLABORATOR_REMOVE)
+        if user_id is None:
+            raise NotFound(collaborators.COLLABORATOR_NOT_FOUND)
+        await collaborators.remove_collaborator(db, session_id, user_id)
+    app[BROKER].publish(CollaboratorChanged(session_id, user_id, added=False))

@@ -1,0 +1,73 @@
+"""Chat sessions: list, create, read, update (content and sharing), delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from chatsvc.auth.principal import Principal
+from chatsvc.events import SessionDeleted, SessionUpdated
+from chatsvc.keys import BROKER, DB_SESSIONS
+from chatsvc.policy import Action, check, list_scope, session_update_actions
+from chatsvc.service.access import authorized_session
+from chatsvc.service.inputs import SessionCreate, SessionUpdate, reject_nulls
+from chatsvc.store import messages, sessions
+
+CONTENT_FIELDS = frozenset({"title", "description", "chat_settings"})
+
+
+async def list_sessions(
+    app: web.Application, principal: Principal, limit: int, offset: int, include_messages: bool
+) -> list[dict[str, Any]]:
+    async with app[DB_SESSIONS]() as db:
+        return await sessions.list_sessions(
+            db, list_scope(principal), principal.user_id, limit, offset, include_messages
+        )
+
+
+async def create_session(
+    app: web.Application, principal: Principal, body: SessionCreate
+) -> dict[str, Any]:
+    async with app[DB_SESSIONS]() as db:
+        return await sessions.create_session(
+            db, principal.user_id, body.title, body.description, body.is_shared, body.chat_settings
+        )
+
+
+async def get_session(
+    app: web.Application, principal: Principal, session_id: uuid.UUID, include_messages: bool
+) -> dict[str, Any]:
+    async with app[DB_SESSIONS]() as db:
+        session, _ = await authorized_session(db, principal, session_id, Action.SESSION_READ)
+        if include_messages:
+            session["messages"] = await messages.list_messages(db, session_id, limit=None)
+    return session
+
+
+async def update_session(
+    app: web.Application, principal: Principal, session_id: uuid.UUID, body: SessionUpdate
+) -> dict[str, Any]:
+    changes = reject_nulls(body)
+    async with app[DB_SESSIONS]() as db:
+        session, facts = await authorized_session(db, principal, session_id)
+        sharing = "is_shared" in changes and changes["is_shared"] != session["is_shared"]
+        if not sharing:
+            changes.pop("is_shared", None)  # setting the current value is no change of sharing
+        for action in session_update_actions(
+            content=bool(CONTENT_FIELDS & changes.keys()), sharing=sharing
+        ):
+            check(principal, action, facts)
+        if not changes:
+            return session
+        updated = await sessions.update_session(db, session_id, changes)
+    app[BROKER].publish(SessionUpdated(session_id, updated))
+    return updated
+
+
+async def delete_session(app: web.Application, principal: Principal, session_id: uuid.UUID) -> None:
+    async with app[DB_SESSIONS]() as db:
+        await authorized_session(db, principal, session_id, Action.SESSION_DELETE)
+        await sessions.delete_session(db, session_id)
+    app[BROKER].publish(SessionDeleted(session_id))
