@@ -31,6 +31,7 @@ test: install
 lint: install
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m ruff format --check chatsvc tests migrations
+	$(VENV)/bin/lint-imports
 	$(PY) -m mypy chatsvc --ignore-missing-imports
 
 # make bench BENCH_ARGS="--db both"   (--quick: < 1 min; --profile: py-spy per phase)
