@@ -129,6 +129,11 @@ REJECTED: dict[str, Callable[[FakeOkta], str]] = {
     "missing iat": without("iat"),
     "sub not a string": signed(sub=12345),
     "exp not a number": signed(exp="tomorrow"),
+    "exp of 10^400": signed(exp=10**400),
+    "exp past year 9999": signed(exp=253_402_300_800),
+    "exp a boolean": signed(exp=True),
+    "iat of -10^400": signed(iat=-(10**400)),
+    "nbf past year 9999": signed(nbf=10**20),
     "iss not a string": signed(iss=["https://evil.example.com"]),
     "alg none": lambda okta: okta.unsigned_token(claims_for(okta)),
     "alg none with a kid": lambda okta: (

@@ -4,6 +4,7 @@ typing, presence, and REST changes reaching the sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -339,31 +340,59 @@ async def test_repeated_typing_within_window_is_one_frame(
     assert [f["is_typing"] for f in typing] == [True]
 
 
-async def test_typing_stop_is_always_broadcast(
-    client: TestClient, writer: Caller, other_writer: Caller
+async def test_typing_flapping_within_a_window_is_one_change_then_the_final_state(
+    make_client: Callable[..., TestClient], caller: Callable[..., Caller]
 ) -> None:
-    session = await create_session(client, writer, is_shared=True)
-    typist, _ = await connect(client, writer, session["id"])
-    other, _ = await connect(client, other_writer, session["id"])
-    await typist.send_json({"type": "typing", "is_typing": True})
-    await typist.send_json({"type": "typing", "is_typing": False})
+    client = await make_client(typing_coalesce_seconds=0.4)
+    owner = caller("owner@example.com", "write")
+    guest = caller("guest@example.com", "write")
+    session = await create_session(client, owner, is_shared=True)
+    typist, _ = await connect(client, owner, session["id"])
+    other, _ = await connect(client, guest, session["id"])
+    for i in range(300):
+        await typist.send_json({"type": "typing", "is_typing": i % 2 == 0})
     await typist.send_json({"type": "typing", "is_typing": False})
     await ping_pong(typist)
-    typing = [f for f in await frames_before_pong(other) if f["type"] == "typing"]
-    assert [f["is_typing"] for f in typing] == [True, False, False]
+    # The first change goes out at once; the flapping after it is not broadcast ...
+    assert [f["is_typing"] for f in await frames_before_pong(other) if f["type"] == "typing"] == [
+        True
+    ]
+    # ... and the window's end sends where the user ended up.
+    assert (await next_frame(other, "typing", within=2))["is_typing"] is False
+    assert [f for f in await frames_within(other, 0.6) if f["type"] == "typing"] == []
 
 
-async def test_typing_after_stop_is_broadcast_again(
-    client: TestClient, writer: Caller, other_writer: Caller
+async def test_typing_that_ends_where_it_started_sends_nothing_more(
+    make_client: Callable[..., TestClient], caller: Callable[..., Caller]
 ) -> None:
-    session = await create_session(client, writer, is_shared=True)
-    typist, _ = await connect(client, writer, session["id"])
-    other, _ = await connect(client, other_writer, session["id"])
+    client = await make_client(typing_coalesce_seconds=0.3)
+    owner = caller("owner@example.com", "write")
+    guest = caller("guest@example.com", "write")
+    session = await create_session(client, owner, is_shared=True)
+    typist, _ = await connect(client, owner, session["id"])
+    other, _ = await connect(client, guest, session["id"])
     for is_typing in (True, False, True):
         await typist.send_json({"type": "typing", "is_typing": is_typing})
+    typing = [f for f in await frames_within(other, 0.8) if f["type"] == "typing"]
+    assert [f["is_typing"] for f in typing] == [True]
+
+
+async def test_typing_after_a_quiet_window_goes_out_at_once(
+    make_client: Callable[..., TestClient], caller: Callable[..., Caller]
+) -> None:
+    client = await make_client(typing_coalesce_seconds=0.2)
+    owner = caller("owner@example.com", "write")
+    guest = caller("guest@example.com", "write")
+    session = await create_session(client, owner, is_shared=True)
+    typist, _ = await connect(client, owner, session["id"])
+    other, _ = await connect(client, guest, session["id"])
+    await typist.send_json({"type": "typing", "is_typing": True})
+    assert (await next_frame(other, "typing"))["is_typing"] is True
+    await asyncio.sleep(0.3)
+    await typist.send_json({"type": "typing", "is_typing": False})
     await ping_pong(typist)
     typing = [f for f in await frames_before_pong(other) if f["type"] == "typing"]
-    assert [f["is_typing"] for f in typing] == [True, False, True]
+    assert [f["is_typing"] for f in typing] == [False]
 
 
 async def test_server_ends_typing_after_timeout(

@@ -100,6 +100,17 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+TIME_CLAIMS = ("exp", "nbf", "iat")
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z: later times overflow datetime
+
+
+def _valid_time(value: Any) -> bool:
+    """A NumericDate within year 9999: a number, not a bool, not NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= LAST_SECOND  # False for NaN too
+
+
 class TokenValidator:
     def __init__(
         self,
@@ -180,6 +191,9 @@ class TokenValidator:
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken("signature") from exc
         claims = decoded.claims
+        for name in TIME_CLAIMS:
+            if name in claims and not _valid_time(claims[name]):
+                raise InvalidToken("time_claim")
         registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self._clock()),
             leeway=self._leeway,

@@ -223,9 +223,16 @@ class Connection:
 
 @dataclass
 class TypingState:
-    is_typing: bool = False
-    last_broadcast: float = 0.0
+    is_typing: bool = False  # what the others last saw
+    wanted: bool = False  # what the user says now
+    last_broadcast: float = float("-inf")
     stop_timer: asyncio.TimerHandle | None = None
+    flush_timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        for timer in (self.stop_timer, self.flush_timer):
+            if timer is not None:
+                timer.cancel()
 
 
 @dataclass
@@ -278,9 +285,7 @@ class Hub:
             PresenceChanged: lambda room, e: self.broadcast(
                 room, frames.presence(e), exclude_user=e.user_id
             ),
-            TypingChanged: lambda room, e: self.broadcast(
-                room, frames.typing(e), exclude_user=e.user_id
-            ),
+            TypingChanged: self._on_typing,
         }
         broker.attach(self)
 
@@ -327,8 +332,8 @@ class Hub:
             return False
         del room.members[conn.user_id]
         state = room.typing.pop(conn.user_id, None)
-        if state and state.stop_timer:
-            state.stop_timer.cancel()
+        if state is not None:
+            state.cancel()
         if not room.members:
             if room.gap_timer is not None:
                 room.gap_timer.cancel()
@@ -465,9 +470,12 @@ class Hub:
 
     # --- typing ------------------------------------------------------------------
     def typing(self, conn: Connection, is_typing: bool) -> None:
-        """Coalesce per user: a repeated ``true`` within the window is not re-broadcast,
-        ``false`` always is, and silence ends typing after the timeout. A room of N
-        typists costs O(N) frames per window, not O(N^2)."""
+        """Coalesce per user: at most one change goes out per window. The first
+        change in a quiet window goes out at once; later ones only set what the
+        user wants now, and the window's end sends that if it differs from what
+        the others last saw (so true/false flapping costs one frame per window).
+        A repeated ``true`` after the window refreshes it; silence ends typing
+        after the timeout."""
         room = self.rooms.get(conn.session_id)
         if room is None:
             return
@@ -475,27 +483,53 @@ class Hub:
         if state.stop_timer is not None:
             state.stop_timer.cancel()
             state.stop_timer = None
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
         if is_typing:
-            state.stop_timer = asyncio.get_running_loop().call_later(
-                self.typing_timeout, self._typing_timed_out, conn
-            )
-            if state.is_typing and now - state.last_broadcast < self.typing_coalesce:
-                return
-            state.is_typing = True
-            state.last_broadcast = now
+            state.stop_timer = loop.call_later(self.typing_timeout, self._typing_timed_out, conn)
+        state.wanted = is_typing
+        if state.flush_timer is not None:
+            return  # the window's end sends what is wanted then
+        now = time.monotonic()
+        if is_typing == state.is_typing and (
+            not is_typing or now - state.last_broadcast < self.typing_coalesce
+        ):
+            return
+        wait = state.last_broadcast + self.typing_coalesce - now
+        if wait <= 0:
+            self._send_typing(conn, state, is_typing)
         else:
-            state.is_typing = False
+            state.flush_timer = loop.call_later(wait, self._flush_typing, conn, state)
+
+    def _on_typing(self, room: Room, event: TypingChanged) -> None:
+        # The user's sockets here share the state the others saw, wherever it was sent.
+        if event.user_id in room.members:
+            state = room.typing.setdefault(event.user_id, TypingState())
+            if state.is_typing != event.is_typing:
+                state.is_typing = state.wanted = event.is_typing
+                state.last_broadcast = time.monotonic()
+        self.broadcast(room, frames.typing(event), exclude_user=event.user_id)
+
+    def _send_typing(self, conn: Connection, state: TypingState, is_typing: bool) -> None:
+        state.is_typing = is_typing
+        state.last_broadcast = time.monotonic()
         self.broker.publish(typing_changed(conn, is_typing))
+
+    def _flush_typing(self, conn: Connection, state: TypingState) -> None:
+        state.flush_timer = None
+        if state.wanted != state.is_typing:  # (the timers die with the user's last socket)
+            self._send_typing(conn, state, state.wanted)
 
     def _typing_timed_out(self, conn: Connection) -> None:
         room = self.rooms.get(conn.session_id)
         state = room.typing.get(conn.user_id) if room else None
         if state is None or not state.is_typing:
             return
-        state.is_typing = False
         state.stop_timer = None
-        self.broker.publish(typing_changed(conn, False))
+        state.wanted = False
+        if state.flush_timer is not None:
+            state.flush_timer.cancel()
+            state.flush_timer = None
+        self._send_typing(conn, state, False)
 
     # --- shutdown ----------------------------------------------------------------
     async def close_all(self, why: Disconnect = SHUTDOWN) -> None:

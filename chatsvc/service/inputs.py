@@ -11,8 +11,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chatsvc.errors import FieldError, ValidationFailed
+from chatsvc.store.values import json_depth
 
 MAX_JSON_FIELD_BYTES = 16_384
+MAX_JSON_DEPTH = 32
 TITLE_MAX = 200
 DESCRIPTION_MAX = 2_000
 CONTENT_MAX = 32_000
@@ -22,6 +24,9 @@ CONTENT_REQUIRED = "Message content is required"
 
 
 def _json_size(value: dict[str, Any], field: str) -> dict[str, Any]:
+    # Depth first: a value nested past orjson's own limit cannot even be measured.
+    if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"{field} must be nested at most {MAX_JSON_DEPTH} levels deep")
     if len(orjson.dumps(value)) > MAX_JSON_FIELD_BYTES:
         raise ValueError(f"{field} must be at most {MAX_JSON_FIELD_BYTES} bytes as JSON")
     return value

@@ -75,6 +75,7 @@ async def update_message(
         raise ValidationFailed("content or metadata is required", [FieldError("body", "is empty")])
     async with app[DB_SESSIONS]() as db:
         message = await authorized_message(db, principal, message_id, Action.MESSAGE_UPDATE)
+        check_rate(app, principal)  # an edit is broadcast like a send, and costs like one
         updated = await messages.update_message(db, message, changes)
     app[BROKER].publish(MessageUpdated(updated["chat_session_id"], updated))
     return updated
@@ -83,5 +84,6 @@ async def update_message(
 async def delete_message(app: web.Application, principal: Principal, message_id: uuid.UUID) -> None:
     async with app[DB_SESSIONS]() as db:
         message = await authorized_message(db, principal, message_id, Action.MESSAGE_DELETE)
+        check_rate(app, principal)
         await messages.delete_message(db, message_id)
     app[BROKER].publish(MessageDeleted(message["chat_session_id"], message_id, message["seq"]))

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 
 from chatsvc.keys import DB_ENGINE, DB_SESSIONS, SETTINGS
 from chatsvc.settings import Settings
+from chatsvc.store.values import JSON_CODEC
 
 log = logging.getLogger("chatsvc.store")
 
@@ -30,15 +30,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-# JSON columns (metadata, chat_settings, groups) through orjson: the standard
-# library's decoder showed in the list profile.
-JSON_CODEC = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
