@@ -90,12 +90,28 @@ async def session_with_messages(client, who, count: int) -> dict:
     return session
 
 
-async def test_single_get_includes_every_message_oldest_first_by_default(client, writer):
+async def test_single_get_includes_its_messages_oldest_first_by_default(client, writer):
     session = await session_with_messages(client, writer, 7)
     body = await get_json(client, f"/api/chat/sessions/{session['id']}", writer)
-    assert set(body) == SESSION_FIELDS | {"messages"}
+    assert set(body) == SESSION_FIELDS | {"messages", "has_more_messages"}
     assert [m["seq"] for m in body["messages"]] == [1, 2, 3, 4, 5, 6, 7]
     assert [m["content"] for m in body["messages"]][-1] == "message 7"
+    assert body["has_more_messages"] is False
+
+
+async def test_single_get_carries_the_newest_100_and_says_older_ones_exist(
+    make_client, caller
+):
+    client = await make_client(message_rate=1000.0, message_burst=1000)
+    writer = caller("writer@example.com", "write")
+    session = await session_with_messages(client, writer, 130)
+    body = await get_json(client, f"/api/chat/sessions/{session['id']}", writer)
+    assert [m["seq"] for m in body["messages"]] == list(range(31, 131))
+    assert body["has_more_messages"] is True
+    older = await get_json(
+        client, f"/api/chat/sessions/{session['id']}/messages?before_seq=31&limit=500", writer
+    )
+    assert [m["seq"] for m in older] == list(range(1, 31))
 
 
 @pytest.mark.parametrize("query", ["?include_messages=false", "?include_messages=0"])

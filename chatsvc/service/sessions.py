@@ -16,6 +16,9 @@ from chatsvc.service.inputs import SessionCreate, SessionUpdate, reject_nulls
 from chatsvc.store import messages, sessions
 
 CONTENT_FIELDS = frozenset({"title", "description", "chat_settings"})
+# The single-session GET carries the newest messages only; older ones are paged
+# with GET .../messages?before_seq=, so the answer stays bounded.
+SESSION_MESSAGES = 100
 
 
 async def list_sessions(
@@ -42,7 +45,11 @@ async def get_session(
     async with app[DB_SESSIONS]() as db:
         session, _ = await authorized_session(db, principal, session_id, Action.SESSION_READ)
         if include_messages:
-            session["messages"] = await messages.list_messages(db, session_id, limit=None)
+            newest = await messages.list_messages(
+                db, session_id, SESSION_MESSAGES + 1, before_seq=session["last_seq"] + 1
+            )
+            session["messages"] = newest[-SESSION_MESSAGES:]
+            session["has_more_messages"] = len(newest) > SESSION_MESSAGES
     return session
 
 
