@@ -4,15 +4,19 @@ edits and deletes under the rate limit)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import text
 
+from chatsvc.app import create_app
 from chatsvc.keys import DB_SESSIONS
-from tests.conftest import Caller, create_session, send_message
+from tests.conftest import Caller, create_session, send_message, settings_for
 from tests.fake_okta import FakeOkta
 from tests.ws_helpers import connect, expect_close, next_frame, ping_pong, ws_path
 
@@ -191,3 +195,26 @@ async def test_stored_poison_breaks_no_read(
     replayed = [await next_frame(ws, "message") for _ in range(2)]
     assert [f["content"] for f in replayed] == ["deep", "after"]
     assert replayed[0]["metadata"] == {}
+
+
+async def test_the_sqlite_file_is_created_readable_by_its_owner_only(
+    aiohttp_client: Any, okta: FakeOkta, tmp_path: Path
+) -> None:
+    path = tmp_path / "fresh" / "chatsvc.db"
+    path.parent.mkdir()
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{path}", okta)
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/healthz")).status == 200
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_socket_closed_at_shutdown_is_logged_with_the_code_sent(
+    client: TestClient, writer: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = await create_session(client, writer)
+    ws, _ = await connect(client, writer, session["id"])
+    with caplog.at_level(logging.INFO, logger="chatsvc.realtime"):
+        await client.server.close()
+    assert ws.close_code == 1001 or (await ws.receive()).data == 1001
+    closed = [r.getMessage() for r in caplog.records if "event=ws_closed" in r.getMessage()]
+    assert closed and all("code=1001" in line for line in closed), closed

@@ -99,9 +99,7 @@ async def test_single_get_includes_its_messages_oldest_first_by_default(client, 
     assert body["has_more_messages"] is False
 
 
-async def test_single_get_carries_the_newest_100_and_says_older_ones_exist(
-    make_client, caller
-):
+async def test_single_get_carries_the_newest_100_and_says_older_ones_exist(make_client, caller):
     client = await make_client(message_rate=1000.0, message_burst=1000)
     writer = caller("writer@example.com", "write")
     session = await session_with_messages(client, writer, 130)

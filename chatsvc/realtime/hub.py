@@ -92,6 +92,7 @@ class Connection:
         # While the backlog of a resume is replayed, live message frames wait here.
         self._held: list[tuple[bytes, int | None]] | None = None
         self.replayed_seq = 0
+        self.closed_with: Disconnect | None = None  # when the server closed it
         self.on_slow: Callable[[], None] | None = None  # set by the hub: counts 1013 closes
 
     @property
@@ -180,6 +181,7 @@ class Connection:
         await self._close(why)
 
     async def _close(self, why: Disconnect) -> None:
+        self.closed_with = why
         self.log.info("event=ws_close code=%d reason=%r", why.code, why.reason)
         self.cancel_expiry()
         if self._writer is not None:

@@ -171,7 +171,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await ws.close()
-        conn.log.info("event=ws_closed code=%s", ws.close_code)
+        # The code we closed with (ws.close_code is the one the client answered with).
+        code = conn.closed_with.code if conn.closed_with is not None else ws.close_code
+        conn.log.info("event=ws_closed code=%s", code)
     return ws
 
 

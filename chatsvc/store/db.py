@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,10 +34,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private(path: str | None) -> None:
+    """Create the SQLite file readable by its owner only (messages, audit, sessions
+    live in it); SQLite gives its -wal and -shm files the same mode."""
+    if not path or path == ":memory:" or os.path.exists(path):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.effective_database_url
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _create_private(make_url(url).database)
         # SQLite has one writer at a time. A single pooled connection queues
         # transactions in asyncio instead of letting a read transaction fail to
         # upgrade to a write (SQLITE_BUSY) under concurrent senders.
