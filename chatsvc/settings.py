@@ -60,6 +60,8 @@ class Settings(BaseModel):
     auto_migrate: bool = True
     db_pool_size: int = Field(10, ge=1, le=200)
     db_timeout: float = Field(5.0, gt=0)
+    readiness_timeout: float = Field(2.0, gt=0)
+    sqlite_checkpoint_interval: float = Field(60.0, gt=0)
 
     # --- identity (Okta)
     okta_issuer: str | None = None

@@ -6,6 +6,8 @@ These tests exist when ``CHATSVC_TEST_POSTGRES_URL`` is set (as in CI)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -15,12 +17,53 @@ from chatsvc.app import create_app
 from tests.cluster import TcpProxy
 from tests.conftest import PG_URL, _truncate_postgres, settings_for
 
+
+class FreezingProxy(TcpProxy):
+    """Also :meth:`freeze`: connections stay open but nothing passes (a server
+    stopped with SIGSTOP, as its clients see it) until :meth:`thaw`."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.flowing = asyncio.Event()
+        super().__init__(target_host, target_port)
+        self._loop.call_soon_threadsafe(self.flowing.set)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            except Exception:
+                pass
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(self.flowing.clear)
+        time.sleep(0.05)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self.flowing.set)
+
+
 if PG_URL:
 
     @pytest.fixture
     def pg_proxy() -> TcpProxy:
         parts = urlsplit(PG_URL)
-        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        proxy = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
         yield proxy
         proxy.close()
 
@@ -77,3 +120,36 @@ if PG_URL:
         ws = await proxied_client.ws_connect(path, headers=writer.headers)
         assert (await ws.receive_json(timeout=5))["type"] == "connected"
         await ws.close()
+
+    async def test_a_frozen_database_makes_readyz_and_requests_answer_503_quickly(
+        proxied_client, pg_proxy, writer
+    ):
+        assert (await proxied_client.get("/readyz")).status == 200
+        assert (await proxied_client.get("/api/me", headers=writer.headers)).status == 200
+        pg_proxy.freeze()
+        try:
+            started = time.monotonic()
+            ready = await proxied_client.get("/readyz")
+            readyz_seconds = time.monotonic() - started
+            assert ready.status == 503
+            assert (await ready.json())["database"] == "down"
+            assert readyz_seconds < 2.5, readyz_seconds  # readiness_timeout is 2 s
+
+            started = time.monotonic()
+            resp = await proxied_client.post(
+                "/api/chat/sessions", json={"title": "t"}, headers=writer.headers
+            )
+            assert resp.status == 503
+            assert time.monotonic() - started < 4.0  # db_timeout is 1 s here
+        finally:
+            pg_proxy.thaw()
+        for _ in range(50):
+            if (await proxied_client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("/readyz did not recover")
+        resp = await proxied_client.post(
+            "/api/chat/sessions", json={"title": "t"}, headers=writer.headers
+        )
+        assert resp.status == 201

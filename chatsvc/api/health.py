@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chatsvc.api.responses import json_response
-from chatsvc.keys import AUTHENTICATOR, BROKER, DB_ENGINE, METRICS
+from chatsvc.keys import AUTHENTICATOR, BROKER, DB_ENGINE, METRICS, SETTINGS
 from chatsvc.store.db import database_ready
 
 
@@ -18,7 +18,7 @@ async def readyz(request: web.Request) -> web.Response:
     validator = request.app[AUTHENTICATOR].validator
     if not validator.keys_loaded:
         await validator.refresh()
-    database = await database_ready(request.app[DB_ENGINE])
+    database = await database_ready(request.app[DB_ENGINE], request.app[SETTINGS].readiness_timeout)
     broker = request.app[BROKER].status
     ready = database and validator.keys_loaded
     body = {

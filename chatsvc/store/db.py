@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -25,12 +26,16 @@ from chatsvc.store.values import JSON_CODEC
 log = logging.getLogger("chatsvc.store")
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the log keeps after a checkpoint
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.close()
 
 
@@ -67,7 +72,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_timeout=settings.db_timeout,
-        connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout * 6},
+        # A frozen server must not hold a request longer than a connect would.
+        connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout},
         **JSON_CODEC,
     )
 
@@ -76,21 +82,50 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def database_ready(engine: AsyncEngine) -> bool:
+# A write that changes nothing but must reach the disk: a full disk (SQLite), a
+# read-only or frozen server (PostgreSQL) fails it, where ``SELECT 1`` would pass.
+# ``alembic_version`` exists in every migrated database, so no table of its own.
+WRITE_PROBE = text("UPDATE alembic_version SET version_num = version_num")
+
+
+async def database_ready(engine: AsyncEngine, within: float) -> bool:
+    """Whether the database takes a write within ``within`` seconds."""
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any driver failure means "not ready"
-        log.warning("event=db_unreachable error=%s", type(exc).__name__)
+        async with asyncio.timeout(within), engine.begin() as conn:
+            await conn.execute(WRITE_PROBE)
+    except Exception as exc:  # any driver failure or the timeout means "not ready"
+        log.warning("event=db_unready error=%s", type(exc).__name__)
         return False
     return True
 
 
+async def checkpoint_sqlite(engine: AsyncEngine, interval: float) -> None:
+    """Fold the write-ahead log back into the database and truncate it, so freed
+    space is not eaten again by an ever-growing log (autocheckpoint never truncates)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception as exc:  # the next round tries again
+            log.warning("event=sqlite_checkpoint_failed error=%s", type(exc).__name__)
+
+
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = create_engine(app[SETTINGS])
+    settings = app[SETTINGS]
+    engine = create_engine(settings)
     app[DB_ENGINE] = engine
     app[DB_SESSIONS] = create_sessionmaker(engine)
+    checkpoints = None
+    if settings.is_sqlite:
+        checkpoints = asyncio.create_task(
+            checkpoint_sqlite(engine, settings.sqlite_checkpoint_interval), name="sqlite-checkpoint"
+        )
     yield
+    if checkpoints is not None:
+        checkpoints.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checkpoints
     await engine.dispose()
 
 
