@@ -26,12 +26,10 @@ import base64
 import hmac
 import html
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -46,6 +44,7 @@ from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 from cryptography.fernet import Fernet
 
+from chatsvc.auth.keyfile import read_or_create
 from chatsvc.auth.tokens import HttpKeySource, InvalidToken, KeysUnavailable, TokenValidator
 from chatsvc.errors import ChatError, NotFound, ServiceUnavailable, ValidationFailed
 from chatsvc.http.identity import TOKEN_SOURCES, auth_middleware
@@ -156,28 +155,12 @@ def cookie_key(settings: Settings) -> bytes:
             ) from None
         return key
     path = settings.data_dir / KEY_FILE
-    if not path.is_file():
-        _create_key_file(path)
-    key = path.read_bytes().strip()
+    key = read_or_create(path, Fernet.generate_key).strip()
     try:
         Fernet(key)
     except ValueError:
         raise SettingsError(f"{path}: not a valid session cookie key; delete it") from None
     return key
-
-
-def _create_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(Fernet.generate_key())
-    try:
-        os.link(tmp, path)  # first writer wins when several processes start at once
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 async def csrf_token(request: web.Request) -> str:
