@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +15,7 @@ from chatsvc.auth.browser import setup_browser
 from chatsvc.events.setup import setup_events
 from chatsvc.http.identity import auth_middleware, setup_identity
 from chatsvc.http.problems import add_request_id_header, problem_middleware, request_context
-from chatsvc.keys import HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
+from chatsvc.keys import CLOCK, HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
 from chatsvc.metrics import Metrics
 from chatsvc.realtime.setup import setup_realtime
 from chatsvc.service.ratelimit import RateLimiter
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[CLOCK] = time.time
     app[METRICS] = Metrics()
     app[RATE_LIMITER] = RateLimiter(
         settings.message_rate, settings.message_burst, settings.rate_limit_users

@@ -26,7 +26,6 @@ import base64
 import hmac
 import html
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +48,15 @@ from chatsvc.auth.tokens import HttpKeySource, InvalidToken, KeysUnavailable, To
 from chatsvc.errors import ChatError, NotFound, ServiceUnavailable, ValidationFailed
 from chatsvc.http.identity import TOKEN_SOURCES, auth_middleware
 from chatsvc.http.problems import Handler, problem_middleware
-from chatsvc.keys import AUTHENTICATOR, DEV_ISSUER, HTTP_CLIENT, METRICS, REQUEST_ID, SETTINGS
+from chatsvc.keys import (
+    AUTHENTICATOR,
+    CLOCK,
+    DEV_ISSUER,
+    HTTP_CLIENT,
+    METRICS,
+    REQUEST_ID,
+    SETTINGS,
+)
 from chatsvc.settings import Settings, SettingsError, is_loopback_host
 
 log = logging.getLogger("chatsvc.auth.browser")
@@ -79,7 +86,6 @@ OIDC = web.AppKey["OidcClient | None"]("oidc_client")
 COOKIE_AUTH = web.RequestKey[bool]("cookie_auth")
 SESSION_REFRESHED = web.RequestKey[bool]("session_refreshed")
 
-now: Callable[[], float] = time.time  # the tests move the clock
 ResponseT = TypeVar("ResponseT", bound=web.StreamResponse)
 
 
@@ -317,6 +323,7 @@ async def session_token(request: web.Request) -> str | None:
     refresh = session.get(S_REFRESH)
     oidc = request.app.get(OIDC)
     margin = request.app[SETTINGS].browser_refresh_margin
+    now = request.app[CLOCK]
     if expires_at - now() <= margin and isinstance(refresh, str) and oidc is not None:
         token = await _refresh(request, session, oidc, refresh) or token
         expires_at = session.get(S_EXPIRES, 0)
@@ -469,7 +476,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         "nonce": nonce,
         "verifier": verifier,
         "redirect_uri": redirect_uri,
-        "started": int(now()),
+        "started": int(request.app[CLOCK]()),
     }
     raise redirect(oidc.authorization_url(endpoints, redirect_uri, state, nonce, verifier))
 
@@ -490,7 +497,10 @@ async def callback(request: web.Request) -> web.StreamResponse:
         or not hmac.compare_digest(state.encode(), str(pending.get("state", "")).encode())
     ):
         raise SignInFailed("Sign-in state does not match; please sign in again")
-    if now() - pending.get("started", 0) > request.app[SETTINGS].browser_login_timeout:
+    if (
+        request.app[CLOCK]() - pending.get("started", 0)
+        > request.app[SETTINGS].browser_login_timeout
+    ):
         raise SignInFailed("Sign-in took too long; please sign in again")
     code = query.get("code")
     if not code:
