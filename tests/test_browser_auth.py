@@ -21,9 +21,9 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from chatsvc.app import create_app
-from chatsvc.auth import browser
 from chatsvc.keys import SETTINGS
 from chatsvc.settings import SettingsError
+from chatsvc.web.cookie import KEY_FILE
 from tests.conftest import Caller, Clock, MakeClient, create_session, settings_for
 from tests.fake_okta import FakeOkta
 from tests.ws_helpers import TIMEOUT, ws_path
@@ -523,7 +523,7 @@ async def test_static_files_are_served(
 async def test_cookie_key_is_generated_once_with_owner_only_permissions(
     web_client: TestClient, tmp_path: Path
 ) -> None:
-    path = tmp_path / browser.KEY_FILE
+    path = tmp_path / KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = path.read_bytes()
     Fernet(key)
@@ -537,7 +537,7 @@ async def test_configured_cookie_key_is_used(
     key = Fernet.generate_key().decode()
     settings = settings_for(tmp_path, database_url, okta, session_cookie_key=key)
     create_app(settings)
-    assert not (tmp_path / browser.KEY_FILE).exists()
+    assert not (tmp_path / KEY_FILE).exists()
 
 
 async def test_invalid_cookie_key_stops_start_up(
