@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -32,6 +33,8 @@ AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 BROKER: web.AppKey[Broker] = web.AppKey("broker")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+# Wall-clock seconds (``time.time``) for what the app times itself; tests move it.
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatsvc.app import create_app
-from chatsvc.keys import DB_ENGINE
+from chatsvc.keys import CLOCK, DB_ENGINE
 from chatsvc.settings import Settings, load_settings
 from chatsvc.store.migrate import upgrade
 from chatsvc.store.models import Base
@@ -129,18 +130,39 @@ def settings_for(
     return load_settings(environ={}, config_file=tmp_path / "absent.toml", **values)
 
 
+class Clock:
+    """The app's clock (``CLOCK``): real time, plus however far the test moved it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """``clock.advance(61)``: the apps ``make_client`` builds live 61 s later from now on."""
+    return Clock()
+
+
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
 def make_client(
-    aiohttp_client: Any, database_url: str, tmp_path: Path, okta: FakeOkta
+    aiohttp_client: Any, database_url: str, tmp_path: Path, okta: FakeOkta, clock: Clock
 ) -> MakeClient:
     """Build the app with the same factory as ``run.py``; keyword arguments override settings."""
 
     async def factory(**overrides: Any) -> TestClient:
         settings = settings_for(tmp_path, database_url, okta, **overrides)
-        return await aiohttp_client(create_app(settings))
+        app = create_app(settings)
+        app[CLOCK] = clock  # before start-up: a started app's state is frozen
+        return await aiohttp_client(app)
 
     return factory
 

@@ -21,10 +21,10 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from chatsvc.app import create_app
-from chatsvc.auth import browser
 from chatsvc.keys import SETTINGS
 from chatsvc.settings import SettingsError
-from tests.conftest import Caller, MakeClient, create_session, settings_for
+from chatsvc.web.cookie import KEY_FILE
+from tests.conftest import Caller, Clock, MakeClient, create_session, settings_for
 from tests.fake_okta import FakeOkta
 from tests.ws_helpers import TIMEOUT, ws_path
 
@@ -240,10 +240,9 @@ async def test_provider_error_is_400(web_client: TestClient) -> None:
     assert "access_denied" in body["detail"]
 
 
-async def test_slow_sign_in_is_400(web_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_sign_in_is_400(web_client: TestClient, clock: Clock) -> None:
     url = await authorize(web_client)
-    later = browser.now() + web_client.app[SETTINGS].browser_login_timeout + 1
-    monkeypatch.setattr(browser, "now", lambda: later)
+    clock.advance(web_client.app[SETTINGS].browser_login_timeout + 1)
     resp = await web_client.session.get(url, allow_redirects=False)
     await expect_problem(resp, 400, "SIGN_IN_FAILED")
 
@@ -290,7 +289,7 @@ async def test_token_near_expiry_is_refreshed(web_client: TestClient, okta: Fake
 
 
 async def test_refused_refresh_keeps_the_token_until_it_expires(
-    web_client: TestClient, okta: FakeOkta, monkeypatch: pytest.MonkeyPatch
+    web_client: TestClient, okta: FakeOkta, clock: Clock
 ) -> None:
     okta.access_token_ttl = 30
     await browser_sign_in(web_client, okta)
@@ -298,8 +297,7 @@ async def test_refused_refresh_keeps_the_token_until_it_expires(
     assert (await web_client.get("/api/me")).status == 200
     assert (await web_client.get("/api/me")).status == 200  # no second attempt
     assert grants(okta) == ["authorization_code", "refresh_token"]
-    later = browser.now() + 31
-    monkeypatch.setattr(browser, "now", lambda: later)
+    clock.advance(31)
     resp = await web_client.get("/api/me")
     assert resp.status == 401  # sign in again
 
@@ -525,7 +523,7 @@ async def test_static_files_are_served(
 async def test_cookie_key_is_generated_once_with_owner_only_permissions(
     web_client: TestClient, tmp_path: Path
 ) -> None:
-    path = tmp_path / browser.KEY_FILE
+    path = tmp_path / KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = path.read_bytes()
     Fernet(key)
@@ -539,7 +537,7 @@ async def test_configured_cookie_key_is_used(
     key = Fernet.generate_key().decode()
     settings = settings_for(tmp_path, database_url, okta, session_cookie_key=key)
     create_app(settings)
-    assert not (tmp_path / browser.KEY_FILE).exists()
+    assert not (tmp_path / KEY_FILE).exists()
 
 
 async def test_invalid_cookie_key_stops_start_up(
@@ -631,11 +629,10 @@ async def test_dev_sign_in_rejects_bad_input(
 
 
 async def test_dev_token_expiry_means_signing_in_again(
-    dev_client: TestClient, dev_sign_in: DevSignIn, monkeypatch: pytest.MonkeyPatch
+    dev_client: TestClient, dev_sign_in: DevSignIn, clock: Clock
 ) -> None:
     await dev_sign_in()
-    later = browser.now() + dev_client.app[SETTINGS].dev_sign_in_ttl
-    monkeypatch.setattr(browser, "now", lambda: later)
+    clock.advance(dev_client.app[SETTINGS].dev_sign_in_ttl)
     assert (await dev_client.get("/api/me")).status == 401
 
 

@@ -8,7 +8,6 @@ as Okta's keys) and mints tokens for ``python run.py token``.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from chatsvc.auth.keyfile import read_or_create
 from chatsvc.settings import Settings
 
 KEY_FILE = "dev-issuer-key.json"
@@ -31,21 +31,11 @@ class DevIssuer:
 
     @staticmethod
     def _load_or_create(path: Path) -> RSAKey:
-        if path.is_file():
-            return RSAKey.import_key(json.loads(path.read_text()))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(key.as_dict(private=True), fh)
-        try:
-            os.link(tmp, path)  # first writer wins if two processes start at once
-        except FileExistsError:
-            tmp.unlink()
-            return RSAKey.import_key(json.loads(path.read_text()))
-        tmp.unlink()
-        return key
+        def generate() -> bytes:
+            key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+            return json.dumps(key.as_dict(private=True)).encode()
+
+        return RSAKey.import_key(json.loads(read_or_create(path, generate)))
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._key.as_dict(private=False)]}

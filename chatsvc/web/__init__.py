@@ -1,37 +1,52 @@
-"""The built-in web chat page: ``GET /`` and the static files it loads.
+"""The browser transport: the page at ``/``, its static files, and browser sign-in.
 
-The page is ``static/index.html`` with the session's CSRF token rendered into its
-``<meta name="csrf-token">``; ``app.js`` sends it back as ``X-CSRF-Token``.
+Sign-in puts the access token in an encrypted session cookie (``chatsvc_session``,
+:mod:`~chatsvc.web.cookie`), either from Okta's authorization-code flow with PKCE
+(:mod:`~chatsvc.web.signin`, :mod:`~chatsvc.web.oidc`) or from the development
+sign-in form (:mod:`~chatsvc.web.devsignin`). The cookie is only another token
+source (:mod:`~chatsvc.web.token_source`): its token goes through the same
+validator and authenticator as a ``Bearer`` header. Cookie requests must also
+pass the CSRF and Origin guard (:mod:`~chatsvc.web.guard`).
+
+The pieces that sit in the request pipeline are wired by the app factory
+(:func:`chatsvc.app.create_app`), where their order is visible:
+:func:`session_cookie_middleware` and :func:`browser_guard` in the middleware
+list, :func:`session_token` in ``TOKEN_SOURCES`` and :func:`save_session_on_upgrade`
+in ``on_response_prepare``. :func:`setup_web` adds the rest: the OIDC client,
+the templates and the routes.
 """
 
 from __future__ import annotations
 
-import html
-from pathlib import Path
-
 from aiohttp import web
 
-from chatsvc.auth.browser import csrf_token
+from chatsvc.keys import HTTP_CLIENT, SETTINGS
+from chatsvc.web.cookie import session_cookie_middleware
+from chatsvc.web.devsignin import DEV_FORM, dev_login, load_form
+from chatsvc.web.guard import browser_guard
+from chatsvc.web.oidc import OIDC, oidc_client
+from chatsvc.web.page import PAGE_TEMPLATE, STATIC_DIR, index, load_page
+from chatsvc.web.signin import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH, callback, login, logout
+from chatsvc.web.token_source import save_session_on_upgrade, session_token
 
-STATIC_DIR = Path(__file__).parent / "static"
-CSRF_PLACEHOLDER = "{{ csrf_token }}"
-PAGE_CSP = "default-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'"
-PAGE_TEMPLATE = web.AppKey[str]("page_template")
-
-
-async def index(request: web.Request) -> web.Response:
-    token = await csrf_token(request)
-    body = request.app[PAGE_TEMPLATE].replace(CSRF_PLACEHOLDER, html.escape(token))
-    response = web.Response(text=body, content_type="text/html")
-    response.headers["Cache-Control"] = "no-store"  # the page carries a per-session token
-    response.headers["Content-Security-Policy"] = PAGE_CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+__all__ = [
+    "browser_guard",
+    "save_session_on_upgrade",
+    "session_cookie_middleware",
+    "session_token",
+    "setup_web",
+]
 
 
 def setup_web(app: web.Application) -> None:
-    """Needs :func:`chatsvc.auth.browser.setup_browser` (the session cookie)."""
-    app[PAGE_TEMPLATE] = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    """The OIDC client (none with the development issuer), the templates and the routes."""
+    app[OIDC] = oidc_client(app[SETTINGS], lambda: app[HTTP_CLIENT])
+    app[PAGE_TEMPLATE] = load_page()
+    app[DEV_FORM] = load_form()
+
+    app.router.add_get(LOGIN_PATH, login)
+    app.router.add_post(LOGIN_PATH, dev_login)
+    app.router.add_get(CALLBACK_PATH, callback)
+    app.router.add_post(LOGOUT_PATH, logout)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)

@@ -1,0 +1,34 @@
+"""The built-in web chat page, ``GET /``.
+
+The page is ``static/index.html`` with the session's CSRF token rendered into its
+``<meta name="csrf-token">``; ``app.js`` sends it back as ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from aiohttp import web
+
+from chatsvc.web.session import csrf_token
+
+STATIC_DIR = Path(__file__).parent / "static"
+CSRF_PLACEHOLDER = "{{ csrf_token }}"
+PAGE_CSP = "default-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'"
+PAGE_TEMPLATE = web.AppKey[str]("page_template")
+
+
+def load_page() -> str:
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
+
+async def index(request: web.Request) -> web.Response:
+    token = await csrf_token(request)
+    body = request.app[PAGE_TEMPLATE].replace(CSRF_PLACEHOLDER, html.escape(token))
+    response = web.Response(text=body, content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"  # the page carries a per-session token
+    response.headers["Content-Security-Policy"] = PAGE_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
