@@ -32,9 +32,3 @@ class PermissionCache:
     def put(self, token: str, principal: Principal) -> None:
         if self._ttl > 0:
             self._cache[token_key(token)] = principal
-
-    def clear(self) -> None:
-        self._cache.clear()
-
-    def __len__(self) -> int:
-        return len(self._cache)

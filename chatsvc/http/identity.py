@@ -31,7 +31,6 @@ from chatsvc.keys import (
 from chatsvc.service.identity import Authenticator
 
 PROTECTED_PREFIX = "/api/"
-WS_AUTH_ERROR = web.RequestKey[Exception]("ws_auth_error")
 TokenSource = Callable[[web.Request], Awaitable[str | None]]
 TOKEN_SOURCES = web.AppKey[list[TokenSource]]("token_sources")
 
@@ -75,10 +74,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if token is None:
             raise Unauthenticated()
         request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(token)
-    except Unauthenticated as exc:
+    except Unauthenticated:
         if not is_websocket:
             raise
-        request[WS_AUTH_ERROR] = exc
+        # The socket handler accepts the upgrade and closes it with 1008: no principal.
     return await handler(request)
 
 
