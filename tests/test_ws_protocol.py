@@ -241,6 +241,8 @@ async def test_typing_by_read_member_is_denied_and_audited_as_ws_typing(
         ('{"type": "message", "content": 5}', "INVALID_CONTENT"),
         ('{"type": "typing", "is_typing": "yes"}', "INVALID_CONTENT"),
         ('{"type": "typing"}', "INVALID_CONTENT"),
+        ('{"type": ["message"]}', "UNKNOWN_TYPE"),
+        ('{"type": {"a": 1}}', "UNKNOWN_TYPE"),
     ],
     ids=[
         "not-json",
@@ -260,6 +262,8 @@ async def test_typing_by_read_member_is_denied_and_audited_as_ws_typing(
         "non-string-content",
         "non-bool-typing",
         "missing-is-typing",
+        "list-as-type",
+        "object-as-type",
     ],
 )
 async def test_bad_frame_gets_error_and_socket_stays_open(

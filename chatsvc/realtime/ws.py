@@ -214,7 +214,8 @@ async def receive_loop(app: web.Application, conn: Connection) -> None:
 
 async def handle_frame(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
     """Run the frame's handler; what it raises becomes one error frame (the one map)."""
-    entry = FRAME_HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
+    kind = frame.get("type")
+    entry = FRAME_HANDLERS.get(kind) if isinstance(kind, str) else None
     if entry is None:
         conn.send_json(frames.error("UNKNOWN_TYPE", "Unknown or missing frame type"))
         return
