@@ -29,7 +29,7 @@ async def _migrate(settings: Settings) -> None:
 
     engine = create_engine(settings)
     try:
-        await upgrade(engine)
+        await upgrade(engine, directory=settings.migrations_dir)
     finally:
         await engine.dispose()
 

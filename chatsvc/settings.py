@@ -52,6 +52,7 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("./var")
+    migrations_dir: Path | None = None  # the checkout's migrations/ when unset
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 
@@ -171,6 +172,22 @@ class Settings(BaseModel):
     def _production_needs_issuer(self) -> Settings:
         if self.env == "production" and not self.okta_issuer:
             raise ValueError("okta_issuer: is required when CHATSVC_ENV=production")
+        return self
+
+    @model_validator(mode="after")
+    def _dev_issuer_stays_local(self) -> Settings:
+        # The development issuer lets anyone sign in at any level. Listening beyond
+        # loopback with it is a choice someone has to make out loud.
+        if (
+            self.dev_issuer
+            and not is_loopback_host(self.host)
+            and "env" not in self.model_fields_set
+        ):
+            raise ValueError(
+                f"env: the development issuer would accept sign-ins from the network on "
+                f"{self.host}; configure CHATSVC_OKTA_ISSUER, or set CHATSVC_ENV=development "
+                "to allow it"
+            )
         return self
 
     # --- derived values

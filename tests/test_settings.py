@@ -154,6 +154,7 @@ BAD = {
     ),
     "leeway over 60 s": ("", {"JWT_LEEWAY": "120"}, "CHATSVC_JWT_LEEWAY"),
     "negative cache ttl": ("", {"PERMISSION_CACHE_TTL": "-1"}, "CHATSVC_PERMISSION_CACHE_TTL"),
+    "development issuer open to the network": ("", {"HOST": "0.0.0.0"}, "CHATSVC_ENV"),
 }
 
 
@@ -164,6 +165,12 @@ def test_bad_value_names_the_setting_in_one_line(config, toml, env, name):
     message = str(caught.value)
     assert f"invalid setting {name}:" in message
     assert "\n" not in message
+
+
+def test_the_development_issuer_beyond_loopback_needs_an_explicit_development_env(config):
+    assert config(HOST="0.0.0.0", ENV="development").dev_issuer
+    issuer = "https://example.okta.com/oauth2/default"
+    assert not config(HOST="0.0.0.0", OKTA_ISSUER=issuer).dev_issuer
 
 
 def test_unknown_key_in_the_file_is_named(config, tmp_path):

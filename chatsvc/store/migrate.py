@@ -21,12 +21,14 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+# Beside the package in a checkout; an installed package is told where they are
+# (CHATSVC_MIGRATIONS_DIR, as the container image does).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def alembic_config() -> Config:
+def alembic_config(directory: Path | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(directory or MIGRATIONS_DIR))
     return config
 
 
@@ -58,9 +60,14 @@ async def migration_lock(engine: AsyncEngine, conn: AsyncConnection) -> AsyncIte
         yield
 
 
-async def _run(engine: AsyncEngine, step: Callable[[Config, str], None], revision: str) -> None:
+async def _run(
+    engine: AsyncEngine,
+    step: Callable[[Config, str], None],
+    revision: str,
+    directory: Path | None = None,
+) -> None:
     """Run an Alembic command through a connection of ``engine`` (works inside a running loop)."""
-    config = alembic_config()
+    config = alembic_config(directory)
 
     def run(sync_connection: object) -> None:
         config.attributes["connection"] = sync_connection
@@ -70,8 +77,10 @@ async def _run(engine: AsyncEngine, step: Callable[[Config, str], None], revisio
         await conn.run_sync(run)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    await _run(engine, command.upgrade, revision)
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", directory: Path | None = None
+) -> None:
+    await _run(engine, command.upgrade, revision, directory)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
