@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[SETTINGS] = settings
     app[CLOCK] = time.time
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(broker_configured=settings.broker_configured)
     app[RATE_LIMITER] = RateLimiter(
         settings.message_rate, settings.message_burst, settings.rate_limit_users
     )

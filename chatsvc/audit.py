@@ -88,6 +88,10 @@ class AuditWriter:
             )
         )
 
+    def pending(self) -> int:
+        """Events recorded and not yet stored."""
+        return self._queue.qsize()
+
     def record(self, event: AuditRecord) -> None:
         log.warning(
             "event=access_denied action=%s user_id=%s permission=%s resource_type=%s "
@@ -198,6 +202,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.audit_retry_max,
     )
     app[AUDIT] = writer
+    app[METRICS].audit_queue.set_function(writer.pending)
     writer.start()
     yield
     await writer.close()

@@ -1,16 +1,61 @@
-"""Prometheus metrics, one registry per application (tests build many apps)."""
+"""Prometheus metrics, one registry per application (tests build many apps).
+
+``deploy/prometheus/alerts.yml`` and ``deploy/grafana/chatsvc.json`` use these
+names; ``tests/test_deploy.py`` checks that every name they use exists here."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from importlib import metadata
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A broadcast to thousands of members can take a while: the tail must be visible.
+FANOUT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def version() -> str:
+    try:
+        return metadata.version("chatsvc")
+    except metadata.PackageNotFoundError:  # a checkout that was never installed
+        return "0+unknown"
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, broker_configured: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info("chatsvc_build", "The running chatsvc", registry=r).info(
+            {"version": version(), "python": platform.python_version()}
+        )
+        self.messages = Counter(
+            "chatsvc_messages", "Messages sent, edited and deleted", ["change"], registry=r
+        )
+        self.ws_closes = Counter(
+            "chatsvc_ws_closes", "WebSocket connections closed, by close code", ["code"], registry=r
+        )
+        self.audit_queue = Gauge(
+            "chatsvc_audit_queue", "Audit events waiting to be stored", registry=r
+        )
+        self.db_pool_in_use = Gauge(
+            "chatsvc_db_pool_in_use", "Database connections checked out of the pool", registry=r
+        )
+        self.db_pool_size = Gauge(
+            "chatsvc_db_pool_size", "Database connections the pool holds open", registry=r
+        )
         self.requests = Counter(
             "chatsvc_http_requests",
             "HTTP requests by route and status",
@@ -56,11 +101,14 @@ class Metrics:
         self.fanout_seconds = Histogram(
             "chatsvc_ws_fanout_seconds",
             "Time to enqueue one event to every local member",
-            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            buckets=FANOUT_BUCKETS,
             registry=r,
         )
+        # Exported only where a broker is configured: a single process has none to lose.
         self.broker_up = Gauge(
-            "chatsvc_broker_up", "1 when the cross-process broker is connected", registry=r
+            "chatsvc_broker_up",
+            "1 when the cross-process broker is connected",
+            registry=r if broker_configured else None,
         )
         self.broker_errors = Counter(
             "chatsvc_broker_errors", "Broker connection failures", registry=r

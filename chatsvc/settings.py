@@ -208,6 +208,11 @@ class Settings(BaseModel):
         )
 
     @property
+    def broker_configured(self) -> bool:
+        """Whether events cross processes (``redis://``); ``memory://`` or none is one process."""
+        return self.broker_url is not None and not self.broker_url.startswith("memory://")
+
+    @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 

@@ -13,10 +13,9 @@ from chatsvc.keys import BROKER, METRICS, SETTINGS
 
 def create_broker(app: web.Application) -> Broker:
     settings = app[SETTINGS]
-    url = settings.broker_url
-    if url is None or url.startswith("memory://"):
+    if settings.broker_url is None or not settings.broker_configured:
         return MemoryBroker()
-    return RedisBroker(url, app[METRICS], settings)
+    return RedisBroker(settings.broker_url, app[METRICS], settings)
 
 
 async def broker_ctx(app: web.Application) -> AsyncIterator[None]:

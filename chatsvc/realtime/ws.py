@@ -28,7 +28,16 @@ from chatsvc.errors import (
     ValidationFailed,
 )
 from chatsvc.http.identity import websocket_route
-from chatsvc.keys import AUDIT, AUTHENTICATOR, DB_SESSIONS, HUB, PRINCIPAL, REQUEST_ID, SETTINGS
+from chatsvc.keys import (
+    AUDIT,
+    AUTHENTICATOR,
+    DB_SESSIONS,
+    HUB,
+    METRICS,
+    PRINCIPAL,
+    REQUEST_ID,
+    SETTINGS,
+)
 from chatsvc.policy import Action, check, require_level
 from chatsvc.realtime import frames
 from chatsvc.realtime.frames import (
@@ -117,6 +126,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                 client_ip=request.remote,
             )
         await ws.close(code=why.code, message=why.reason.encode())
+        app[METRICS].ws_closes.labels(str(why.code)).inc()
         return ws
     assert principal is not None
 
@@ -128,6 +138,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         busy = USER_BUSY
     if busy is not None:
         await ws.close(code=busy.code, message=busy.reason.encode())
+        app[METRICS].ws_closes.labels(str(busy.code)).inc()
         return ws
 
     conn = Connection(
@@ -174,6 +185,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         # The code we closed with (ws.close_code is the one the client answered with).
         code = conn.closed_with.code if conn.closed_with is not None else ws.close_code
         conn.log.info("event=ws_closed code=%s", code)
+        app[METRICS].ws_closes.labels(str(code)).inc()
     return ws
 
 

@@ -63,6 +63,7 @@ async def send_message(
             admit=lambda: check_rate(app, principal),
         )
     if created:
+        app[METRICS].messages.labels("sent").inc()
         app[BROKER].publish(MessageSent(session_id, message))
     return message, created
 
@@ -77,6 +78,7 @@ async def update_message(
         message = await authorized_message(db, principal, message_id, Action.MESSAGE_UPDATE)
         check_rate(app, principal)  # an edit is broadcast like a send, and costs like one
         updated = await messages.update_message(db, message, changes)
+    app[METRICS].messages.labels("edited").inc()
     app[BROKER].publish(MessageUpdated(updated["chat_session_id"], updated))
     return updated
 
@@ -86,4 +88,5 @@ async def delete_message(app: web.Application, principal: Principal, message_id:
         message = await authorized_message(db, principal, message_id, Action.MESSAGE_DELETE)
         check_rate(app, principal)
         await messages.delete_message(db, message_id)
+    app[METRICS].messages.labels("deleted").inc()
     app[BROKER].publish(MessageDeleted(message["chat_session_id"], message_id, message["seq"]))

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from chatsvc.keys import DB_ENGINE, DB_SESSIONS, SETTINGS
+from chatsvc.keys import DB_ENGINE, DB_SESSIONS, METRICS, SETTINGS
 from chatsvc.settings import Settings
 from chatsvc.store.values import JSON_CODEC
 
@@ -116,6 +116,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(settings)
     app[DB_ENGINE] = engine
     app[DB_SESSIONS] = create_sessionmaker(engine)
+    pool: Any = engine.sync_engine.pool  # QueuePool for both databases
+    app[METRICS].db_pool_in_use.set_function(pool.checkedout)
+    app[METRICS].db_pool_size.set_function(pool.size)
     checkpoints = None
     if settings.is_sqlite:
         checkpoints = asyncio.create_task(
