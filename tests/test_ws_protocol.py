@@ -399,6 +399,18 @@ async def test_typing_after_a_quiet_window_goes_out_at_once(
     assert [f["is_typing"] for f in typing] == [False]
 
 
+async def test_a_typist_who_leaves_stops_typing(
+    client: TestClient, writer: Caller, other_writer: Caller
+) -> None:
+    session = await create_session(client, writer, is_shared=True)
+    typist, _ = await connect(client, writer, session["id"])
+    other, _ = await connect(client, other_writer, session["id"])
+    await typist.send_json({"type": "typing", "is_typing": True})
+    assert (await next_frame(other, "typing"))["is_typing"] is True
+    await typist.close()
+    assert (await next_frame(other, "typing"))["is_typing"] is False
+
+
 async def test_server_ends_typing_after_timeout(
     make_client: Callable[..., TestClient], caller: Callable[..., Caller]
 ) -> None:

@@ -196,3 +196,15 @@ async def test_live_messages_follow_connected_last_seq_while_others_send(
         sending = False
         await asyncio.gather(*senders)
     assert [first - last for last, first in cuts] == [1] * len(cuts), cuts
+
+
+async def test_since_seq_past_the_last_seq_still_gets_every_new_message(
+    client: TestClient, writer: Caller, other_writer: Caller
+) -> None:
+    session = await create_session(client, writer, is_shared=True)
+    await send_message(client, writer, session["id"], "one")
+    ahead, _ = await connect(client, other_writer, session["id"], since_seq=999)
+    await send_message(client, writer, session["id"], "two")
+    await send_message(client, writer, session["id"], "three")
+    frames = await collect_until(ahead, 3)
+    assert [(f["seq"], f["content"]) for f in frames] == [(2, "two"), (3, "three")]

@@ -336,6 +336,8 @@ class Hub:
         state = room.typing.pop(conn.user_id, None)
         if state is not None:
             state.cancel()
+            if state.is_typing:  # a typist who left has stopped typing
+                self.broker.publish(typing_changed(conn, False))
         if not room.members:
             if room.gap_timer is not None:
                 room.gap_timer.cancel()

@@ -164,7 +164,10 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.send_frame(orjson.dumps(connected), WSMsgType.TEXT)
         # Without since_seq, start after the last_seq just reported: a message
         # committed after that read but published before hub.add() is otherwise lost.
-        await replay_backlog(app, conn, since if isinstance(since, int) else session["last_seq"])
+        # A since_seq past the session's last seq resumes from the last seq: taken
+        # as given it would swallow the next live messages.
+        start = min(since, session["last_seq"]) if isinstance(since, int) else session["last_seq"]
+        await replay_backlog(app, conn, start)
         conn.release_held_frames()
         hub.note_seq(session_id, conn.replayed_seq)
         conn.start_writer()
