@@ -2,29 +2,53 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
+TOOLS   = var/tools
+PROMTOOL = $(TOOLS)/promtool
 
-.PHONY: install run test lint migrate token bench load clean
+.PHONY: install install-runtime run test lint migrate token bench load promtool clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+# `make run` needs only what the service needs.
+$(RUNTIME): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+# The tests, linters and type checker on top.
+$(STAMP): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+install-runtime: $(RUNTIME)
 install: $(STAMP)
 
-run: install
+run: install-runtime
 	$(PY) run.py
 
-migrate: install
+migrate: install-runtime
 	$(PY) run.py migrate
 
 # make token SUB=alice@example.com GROUPS=Onyx-Writers
-token: install
+token: install-runtime
 	@$(PY) run.py token --sub $(or $(SUB),alice@example.com) --groups $(or $(GROUPS),Onyx-Writers)
 
-test: install
+# promtool (to check deploy/prometheus) from Debian's prometheus package, unpacked
+# under var/tools: the package is never installed, so no Prometheus server starts.
+$(PROMTOOL):
+	@command -v promtool >/dev/null 2>&1 && mkdir -p $(TOOLS) && ln -sf "$$(command -v promtool)" $(PROMTOOL) && exit 0; \
+	mkdir -p $(TOOLS)/deb && cd $(TOOLS)/deb && rm -f prometheus_*.deb && \
+	{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; } || \
+	  { echo "make: cannot download Debian's prometheus package for promtool; install it with: apt-get install prometheus" >&2; exit 1; }; \
+	dpkg -x prometheus_*.deb x && ln -sf "$$PWD/x/usr/bin/promtool" ../promtool
+	@$(PROMTOOL) --version | head -n 1
+
+promtool: $(PROMTOOL)
+
+test: install $(PROMTOOL)
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 

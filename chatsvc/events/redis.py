@@ -83,6 +83,7 @@ class RedisBroker:
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.broker_outbox_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._up = False
+        self._closing = False
         self.on_reconnect: Callable[[], Awaitable[None]] | None = None
         metrics.broker_up.set(0)
 
@@ -129,7 +130,7 @@ class RedisBroker:
     async def _listener(self) -> None:
         backoff = 0.2
         first = True
-        while True:
+        while not self._closing:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
@@ -140,7 +141,7 @@ class RedisBroker:
                 first = False
                 await self._refresh_presence()
                 next_refresh = time.monotonic() + self._presence_ttl / 3
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self._relay(message["data"])
@@ -148,6 +149,8 @@ class RedisBroker:
                         await self._refresh_presence()
                         next_refresh = time.monotonic() + self._presence_ttl / 3
             except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
                 self._mark(False, exc)
                 first = False
             finally:
@@ -179,11 +182,17 @@ class RedisBroker:
         if self._up:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox.join(), 1.0)
+        # redis-py's pubsub read can swallow a cancellation (its retry layer), so the
+        # listener also stops on this flag, at its next read timeout (1 s).
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
+        done, stuck = await asyncio.wait(self._tasks, timeout=3.0)
+        for task in done:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
+        if stuck:
+            log.warning("event=broker_close_slow tasks=%d", len(stuck))
         for session_id, user_id in self._present():
             with contextlib.suppress(Exception):
                 await self.presence_leave(session_id, user_id)
