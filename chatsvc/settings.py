@@ -53,6 +53,7 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("./var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["keyvalue", "json"] = "keyvalue"
     access_log: bool = True
 
     # --- database
