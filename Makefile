@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+# The browser test drives Debian's Chromium (never `playwright install`).
+CHROMIUM ?= /usr/bin/chromium
+APT_GET  ?= apt-get
+USER_ID  ?= $(shell id -u)
 
-.PHONY: install run test lint migrate token bench load clean
+.PHONY: install chromium run test lint migrate token bench load clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +17,21 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Chromium for the browser test: installed from Debian when missing (as root), or
+# the one command to run is printed and make fails -- the test is never skipped.
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$(USER_ID)" != 0 ]; then \
+	  echo "make: Chromium is missing at $(CHROMIUM); as root, run: apt-get update && apt-get install -y chromium" >&2; \
+	  exit 1; \
+	fi; \
+	echo "make: Chromium is missing at $(CHROMIUM): installing Debian's chromium"; \
+	$(APT_GET) update && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y chromium || exit 1; \
+	if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "make: apt-get installed chromium, but $(CHROMIUM) is still missing" >&2; \
+	  exit 1; \
+	fi
 
 run: install
 	$(PY) run.py
@@ -24,7 +43,7 @@ migrate: install
 token: install
 	@$(PY) run.py token --sub $(or $(SUB),alice@example.com) --groups $(or $(GROUPS),Onyx-Writers)
 
-test: install
+test: install chromium
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 
