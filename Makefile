@@ -6,8 +6,12 @@ RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 TOOLS   = var/tools
 PROMTOOL = $(TOOLS)/promtool
+# The browser test drives Debian's Chromium (never `playwright install`).
+CHROMIUM ?= /usr/bin/chromium
+APT_GET  ?= apt-get
+USER_ID  ?= $(shell id -u)
 
-.PHONY: install install-runtime run test lint migrate token bench load promtool clean
+.PHONY: install install-runtime chromium run test lint migrate token bench load promtool clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,21 @@ $(STAMP): $(RUNTIME)
 
 install-runtime: $(RUNTIME)
 install: $(STAMP)
+
+# Chromium for the browser test: installed from Debian when missing (as root), or
+# the one command to run is printed and make fails -- the test is never skipped.
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$(USER_ID)" != 0 ]; then \
+	  echo "make: Chromium is missing at $(CHROMIUM); as root, run: apt-get update && apt-get install -y chromium" >&2; \
+	  exit 1; \
+	fi; \
+	echo "make: Chromium is missing at $(CHROMIUM): installing Debian's chromium"; \
+	$(APT_GET) update && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y chromium || exit 1; \
+	if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "make: apt-get installed chromium, but $(CHROMIUM) is still missing" >&2; \
+	  exit 1; \
+	fi
 
 run: install-runtime
 	$(PY) run.py
@@ -48,7 +67,7 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
-test: install $(PROMTOOL)
+test: install chromium $(PROMTOOL)
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
+from chatsvc import logs
 from chatsvc.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("chatsvc")
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's own access log would print query strings (WebSocket tokens); ours does not.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Every logger, aiohttp's included, through one safe formatter on stderr (chatsvc.logs)."""
+    logs.setup(settings.log_level, settings.log_format)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -39,12 +35,44 @@ def migrate(settings: Settings) -> None:
     log.info("event=migrated database=%s", "sqlite" if settings.is_sqlite else "postgresql")
 
 
-def serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down: close the listener, let requests in
+    flight finish (aiohttp's shutdown_timeout), run the application's cleanup."""
     from aiohttp import web
 
     from chatsvc.app import create_app
     from chatsvc.http.access_log import AccessLogger
+    from chatsvc.http.server import ProblemAppRunner
 
+    runner = ProblemAppRunner(
+        create_app(settings),
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("chatsvc.access") if settings.access_log else None,
+        keepalive_timeout=75.0,  # web.run_app's defaults, which chatsvc served with before
+        shutdown_timeout=60.0,
+    )
+    await runner.setup()
+    received: list[str] = []
+    stop = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    try:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("event=listening url=http://%s:%s", settings.host, settings.port)
+        await stop.wait()
+        log.info("event=stopping signal=%s", received[0])
+    finally:
+        await runner.cleanup()
+        log.info("event=stopped signal=%s", received[0] if received else "-")
+
+
+def serve(settings: Settings) -> None:
     if settings.auto_migrate:
         migrate(settings)
     if settings.dev_issuer:
@@ -59,15 +87,8 @@ def serve(settings: Settings) -> None:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("chatsvc.access") if settings.access_log else None,
-        print=lambda *_: log.info("event=listening url=http://%s:%s", settings.host, settings.port),
-        loop=loop_factory() if loop_factory else None,
-    )
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(settings))
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:

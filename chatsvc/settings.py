@@ -54,6 +54,7 @@ class Settings(BaseModel):
     data_dir: Path = Path("./var")
     migrations_dir: Path | None = None  # the checkout's migrations/ when unset
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["keyvalue", "json"] = "keyvalue"
     access_log: bool = True
 
     # --- database
