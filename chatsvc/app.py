@@ -12,6 +12,7 @@ from aiohttp import web
 from chatsvc.api import setup_routes
 from chatsvc.audit import setup_audit
 from chatsvc.events.setup import setup_events
+from chatsvc.http.forwarded import forwarded_middleware
 from chatsvc.http.identity import TOKEN_SOURCES, TokenSource, auth_middleware, setup_identity
 from chatsvc.http.problems import add_request_id_header, problem_middleware, request_context
 from chatsvc.keys import CLOCK, HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[
             request_context,  # outermost: every response carries the request id
+            forwarded_middleware(settings),  # the client behind a trusted proxy
             # Wraps the problem middleware, so that error responses still carry
             # cookie updates (such as a refreshed token).
             session_cookie_middleware(settings),

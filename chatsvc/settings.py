@@ -85,6 +85,7 @@ class Settings(BaseModel):
     # --- browser sign-in
     session_cookie_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks, e.g. 10.0.0.0/8
     okta_scopes: str = "openid email profile offline_access"
     browser_refresh_margin: float = Field(60.0, ge=0)
     browser_login_timeout: float = Field(600.0, gt=0)
@@ -122,7 +123,12 @@ class Settings(BaseModel):
     audit_retry_max: float = Field(30.0, gt=0)
 
     _csv_fields = field_validator(
-        "groups_read", "groups_write", "groups_admin", "allowed_origins", mode="before"
+        "groups_read",
+        "groups_write",
+        "groups_admin",
+        "allowed_origins",
+        "trusted_proxies",
+        mode="before",
     )(_csv)
 
     @field_validator(
@@ -206,6 +212,22 @@ class Settings(BaseModel):
     def effective_database_url(self) -> str:
         return (
             self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'chatsvc.db').as_posix()}"
+        )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False) for item in self.trusted_proxies
         )
 
     @property

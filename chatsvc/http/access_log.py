@@ -15,6 +15,7 @@ import time as clock
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from chatsvc.http.forwarded import client_ip
 from chatsvc.keys import PRINCIPAL, REQUEST_ID
 
 # Set by chatsvc.http.server when the request is built: a perf_counter() stamp,
@@ -58,5 +59,5 @@ class AccessLogger(AbstractAccessLogger):
             duration_ms(elapsed),
             request.get(REQUEST_ID, "-"),
             principal.user_id if principal else "-",
-            request.remote,
+            client_ip(request),
         )

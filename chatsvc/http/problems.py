@@ -27,6 +27,7 @@ from chatsvc.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from chatsvc.http.forwarded import client_ip
 from chatsvc.keys import ACTION, AUDIT, METRICS, PRINCIPAL, REQUEST_ID, RESOURCE_ID
 
 log = logging.getLogger("chatsvc.http")
@@ -86,7 +87,7 @@ def _chat_error_response(request: web.Request, exc: ChatError) -> web.Response:
                 exc.detail,
                 resource_id=request.get(RESOURCE_ID),
                 request_id=request.get(REQUEST_ID),
-                client_ip=request.remote,
+                client_ip=client_ip(request),
             )
     elif isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)

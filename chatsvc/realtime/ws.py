@@ -27,6 +27,7 @@ from chatsvc.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from chatsvc.http.forwarded import client_ip
 from chatsvc.http.identity import websocket_route
 from chatsvc.keys import (
     AUDIT,
@@ -123,7 +124,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                 why.reason,
                 resource_id=request.match_info["session_id"],
                 request_id=request.get(REQUEST_ID),
-                client_ip=request.remote,
+                client_ip=client_ip(request),
             )
         await ws.close(code=why.code, message=why.reason.encode())
         app[METRICS].ws_closes.labels(str(why.code)).inc()
@@ -149,7 +150,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         settings.ws_send_queue_frames,
         settings.ws_send_queue_bytes,
         request.get(REQUEST_ID),
-        request.remote,
+        client_ip(request),
         settings.ws_close_timeout,
     )
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
