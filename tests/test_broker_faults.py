@@ -7,6 +7,7 @@ machine's shared one. Each figure a test measures is printed (``pytest -s``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -102,21 +103,44 @@ def log_count(node: Node, needle: str) -> int:
     return node.log.read_text(errors="replace").count(needle)
 
 
+async def message_seqs(ws: Any, last: int, within: float) -> list[int]:
+    """The seqs of the message frames received until seq ``last`` (or ``within`` s)."""
+    received: list[int] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while not received or received[-1] != last:
+                msg = await ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                frame = msg.json()
+                if frame["type"] == "message":
+                    received.append(frame["seq"])
+    return received
+
+
 # --- a Redis restart ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["restart", "cut"])
+@pytest.mark.parametrize(("fault", "senders"), [("restart", "a"), ("cut", "a"), ("restart", "a+b")])
 async def test_a_redis_outage_loses_no_message_for_a_member_on_the_other_process(
-    http, cluster, nodes, mint, private_redis, fault
+    http, cluster, nodes, mint, private_redis, fault, senders
 ):
-    """A steady stream from A; Redis restarts (or the way to it is cut) for a
-    second in the middle: the member on B gets every seq once, in order, live."""
+    """A steady stream from A (and, in "a+b", one from B as well, whose local
+    messages reach B's member while A's are missing); Redis restarts (or the way
+    to it is cut) for a second in the middle: the member on B gets every seq
+    once, in order, live."""
     a, b = nodes
-    alice, bob = mint("alice@example.com"), mint("bob@example.com")
+    alice, bob, carol = (
+        mint("alice@example.com"),
+        mint("bob@example.com"),
+        mint("carol@example.com"),
+    )
     sid = await new_session(http, a, alice)
     remote = await join(http, b, sid, bob)
-    sender = await join(http, a, sid, alice)
-    count, every = 150, 0.02
+    streams = [(await join(http, a, sid, alice), 150, 0.02)]
+    if senders == "a+b":
+        streams.append((await join(http, b, sid, carol), 50, 0.06))
+    count = sum(n for _, n, _ in streams)
 
     async def outage() -> float:
         """Seconds from Redis' return until ``/readyz`` says broker up on both nodes."""
@@ -130,27 +154,25 @@ async def test_a_redis_outage_loses_no_message_for_a_member_on_the_other_process
         return await wait_broker(http, (a, b), "up", within=10)
 
     fault_task = asyncio.create_task(outage())
-    stream_task = asyncio.create_task(stream(sender, count, every, fault))
+    stream_task = asyncio.gather(*(stream(ws, n, every, fault) for ws, n, every in streams))
     try:
-        frames = await frames_until(remote, lambda f: f.get("seq") == count, within=30)
-    except TimeoutError:
-        frames = []
+        received = await message_seqs(remote, count, within=30)
     finally:
         await stream_task
         up_after = await fault_task
-    received = seqs(frames)
     lost = count - len(set(received))
-    print(f"\n[{fault}] messages lost for the member on B: {lost} of {count}")
+    label = f"[{fault}, senders on {senders}]"
+    print(f"\n{label} messages lost for the member on B: {lost} of {count}")
     assert received == list(range(1, count + 1)), f"{lost} lost; seqs: {received}"
 
-    print(f"[{fault}] /readyz broker up on both nodes {up_after:.2f} s after Redis returned")
+    print(f"{label} /readyz broker up on both nodes {up_after:.2f} s after Redis returned")
     assert up_after < 5
 
     # Nothing more arrives: each message was delivered once.
     with pytest.raises(TimeoutError):
         extra = await frames_until(remote, lambda f: f["type"] == "message", within=0.5)
         pytest.fail(f"duplicate delivery: {extra}")
-    for ws in (remote, sender):
+    for ws in (remote, *(ws for ws, _, _ in streams)):
         await ws.close()
 
 
@@ -175,19 +197,17 @@ async def test_a_failing_presence_refresh_does_not_drop_the_subscription(
     try:
         stream_task = asyncio.create_task(stream(sender, count, 0.035, "refresh"))
         try:
-            frames = await frames_until(remote, lambda f: f.get("seq") == count, within=20)
-        except TimeoutError:
-            frames = []
+            received = await message_seqs(remote, count, within=20)
         finally:
             await stream_task
-        assert await broker_state(http, b) == "up"
+        state = await broker_state(http, b)
     finally:
         store.delete(f"chatsvc:presence:{sid}")
         store.close()
-    received = seqs(frames)
     lost = count - len(set(received))
     print(f"\nmessages lost while presence refreshes failed: {lost} of {count}")
     assert received == list(range(1, count + 1)), f"{lost} lost; seqs: {received}"
+    assert state == "up"  # an error reply is no outage
     assert log_count(b, "event=presence_refresh_failed") > failures_before
     assert log_count(b, "event=broker_subscribed") == subscribes_before
     for ws in (remote, sender):
