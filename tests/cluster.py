@@ -40,6 +40,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.open = True
+        self.frozen = False  # connections stay open but carry nothing (a black hole)
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -73,6 +74,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    if self.frozen:
+                        continue
                     dst.write(data)
                     await dst.drain()
             dst.close()

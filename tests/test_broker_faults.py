@@ -355,6 +355,29 @@ async def test_the_broker_is_up_after_a_successful_publish_before_it_resubscribe
         proxy.close()
 
 
+async def test_a_subscription_that_went_silent_is_noticed_and_renewed(tmp_path, private_redis):
+    """The way to Redis becomes a black hole (nothing is closed, nothing arrives):
+    the listener's PING goes unanswered, so the broker is down within the health
+    interval plus the timeout, and subscribed again once the way is clear."""
+    proxy = TcpProxy("127.0.0.1", private_redis.port)
+    settings = _settings(tmp_path, broker_health_check_interval=0.5, broker_timeout=0.5)
+    broker = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", Metrics(), settings)
+    broker.attach(Recorder())
+    await broker.start()
+    try:
+        await _until(lambda: broker.subscribed, 5)
+        proxy.frozen = True
+        took = await _until(lambda: not broker.subscribed, 3)
+        print(f"\nsilent subscription noticed after {took:.2f} s")
+        assert broker.status == "down"
+        proxy.frozen = False
+        await _until(lambda: broker.subscribed and broker.status == "up", 5)
+    finally:
+        proxy.frozen = False
+        await broker.close()
+        proxy.close()
+
+
 async def test_a_pooled_connection_that_died_with_redis_is_retried_once(tmp_path, caplog):
     """Redis restarts between two commands: the next one succeeds on a new
     connection (no failure, no down), and no log line carries the password."""
