@@ -1,20 +1,30 @@
 """Hub.resync: messages read from the database join a room's ordered delivery,
-each seq once and in order, after the access facts read with them."""
+each seq once and in order, after the access facts read with them; and
+RoomResync, which reads them, against a real database."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
+import aiohttp
 import orjson
+from sqlalchemy import update
 
 from chatsvc.auth.principal import Level, Principal
 from chatsvc.events import MessageSent
 from chatsvc.events.broker import MemoryBroker
+from chatsvc.keys import DB_SESSIONS
 from chatsvc.metrics import Metrics
 from chatsvc.policy import SessionFacts
 from chatsvc.realtime.hub import Connection, Hub
+from chatsvc.realtime.setup import RoomResync
+from chatsvc.store import messages as store_messages
+from chatsvc.store.models import ChatSession
+from tests.conftest import create_session, sign_in
+from tests.ws_helpers import TIMEOUT, connect
 
 OWNER = uuid.uuid4()
 
@@ -136,3 +146,70 @@ async def test_a_revocation_read_with_the_messages_closes_the_member_before_they
     assert guest.closing
     await asyncio.sleep(0)  # let the close run
     assert guest.closed_with is not None and guest.closed_with.reason == "Access revoked"
+
+
+# --- RoomResync against a real database ----------------------------------------------
+
+
+class QuietBroker:
+    """What RoomResync asks of the broker: whether events may be missed."""
+
+    relaying = False
+
+
+async def _store_unpublished(client: Any, session_id: str, author: dict[str, Any], n: int) -> None:
+    """Messages whose events never reached this process (as if lost with Redis)."""
+    for i in range(n):
+        async with client.app[DB_SESSIONS]() as db:
+            await store_messages.send_message(
+                db,
+                uuid.UUID(session_id),
+                uuid.UUID(author["id"]),
+                author["email"],
+                f"lost {i}",
+                "user",
+                {},
+                None,
+            )
+
+
+async def test_a_reconnect_catches_every_room_up_page_by_page(make_client, writer):
+    client = await make_client(ws_backlog_page=3)
+    session = await create_session(client, writer, is_shared=True)
+    author = await sign_in(client, writer)
+    ws, _ = await connect(client, writer, session["id"])
+    await _store_unpublished(client, session["id"], author, 7)
+    await RoomResync(client.app, QuietBroker()).all_rooms()  # type: ignore[arg-type]
+    got = [(await ws.receive_json(timeout=TIMEOUT))["seq"] for _ in range(7)]
+    assert got == [1, 2, 3, 4, 5, 6, 7]
+    await ws.close()
+
+
+async def test_while_not_relaying_rooms_catch_up_and_revocations_close_within_the_interval(
+    make_client, writer, other_writer
+):
+    client = await make_client(broker_down_resync_interval=0.3)
+    session = await create_session(client, writer, is_shared=True)
+    author = await sign_in(client, writer)
+    guest, _ = await connect(client, other_writer, session["id"])
+    resync = RoomResync(client.app, QuietBroker())  # type: ignore[arg-type]
+    watch = asyncio.create_task(resync.run())
+    try:
+        await _store_unpublished(client, session["id"], author, 2)
+        assert [(await guest.receive_json(timeout=TIMEOUT))["seq"] for _ in range(2)] == [1, 2]
+        async with client.app[DB_SESSIONS]() as db:  # unshared where no event reaches us
+            await db.execute(
+                update(ChatSession)
+                .where(ChatSession.id == uuid.UUID(session["id"]))
+                .values(is_shared=False)
+            )
+            await db.commit()
+        await _store_unpublished(client, session["id"], author, 1)
+        started = time.monotonic()
+        closing = await guest.receive(timeout=TIMEOUT)
+        assert time.monotonic() - started <= 0.3 + 0.5
+        assert closing.type == aiohttp.WSMsgType.CLOSE, closing  # seq 3 never reached it
+        assert (closing.data, closing.extra) == (1008, "Access revoked")
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)

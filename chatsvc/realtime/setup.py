@@ -59,9 +59,9 @@ class RoomResync:
     them (:meth:`Hub.resync`). While not relaying, a room whose ordering waits on a
     missing seq is caught up at the next tick (well within ``ws_reorder_wait``),
     so a message lost with Redis is delivered in its place rather than skipped.
-    A room whose read failed (database down) or was cut at a page is retried at
-    the next tick. One resync runs at a time, so an older read never overrides a
-    newer one."""
+    A room whose read failed (database down) is retried after an interval, even
+    once the broker relays again. One resync runs at a time, so an older read
+    never overrides a newer one."""
 
     TICK = 0.1
 
@@ -86,37 +86,43 @@ class RoomResync:
                     self._stale.add(session_id)
 
     async def _resync_room(self, session_id: uuid.UUID) -> bool:
-        """True when the room is caught up (or gone)."""
+        """True when the room is caught up (or gone); False when the database failed."""
         hub = self.app[HUB]
-        room = hub.rooms.get(session_id)
-        if room is None:
-            return True
-        after = room.next_seq - 1 if room.next_seq is not None else None
-        try:
-            async with self.app[DB_SESSIONS]() as db:
-                # Messages first: none read was committed after the facts read next.
-                found = []
-                if after is not None:
-                    found = await messages.list_messages(db, session_id, self.page, after_seq=after)
-                snapshot = await sessions.access_snapshot(db, session_id)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning(
-                "event=resync_failed session_id=%s error=%s", session_id, type(exc).__name__
-            )
-            return False
-        hub.resync(session_id, snapshot, found)
-        return len(found) < self.page
+        while (room := hub.rooms.get(session_id)) is not None:
+            after = room.next_seq - 1 if room.next_seq is not None else None
+            try:
+                async with self.app[DB_SESSIONS]() as db:
+                    # Messages first: none read was committed after the facts read next.
+                    found = []
+                    if after is not None:
+                        found = await messages.list_messages(
+                            db, session_id, self.page, after_seq=after
+                        )
+                    snapshot = await sessions.access_snapshot(db, session_id)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "event=resync_failed session_id=%s error=%s", session_id, type(exc).__name__
+                )
+                return False
+            hub.resync(session_id, snapshot, found)
+            if snapshot is None or len(found) < self.page or room.next_seq == found[0]["seq"]:
+                break  # else the next page, from where this one left the room
+        return True
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_pass = loop.time()
+        next_pass = next_retry = loop.time()
         while True:
             await asyncio.sleep(min(self.TICK, self.interval))
             rooms = self.app[HUB].rooms
-            due = set(self._stale)
+            due: set[uuid.UUID] = set()
+            now = loop.time()
+            if self._stale and now >= next_retry:  # a failed read: again after an interval
+                next_retry = now + self.interval
+                due.update(self._stale)
             if not self.broker.relaying:
-                if loop.time() >= next_pass:
-                    next_pass = loop.time() + self.interval
+                if now >= next_pass:
+                    next_pass = now + self.interval
                     due.update(rooms)
                 else:
                     due.update(session_id for session_id, room in rooms.items() if room.pending)
