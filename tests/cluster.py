@@ -1,17 +1,23 @@
 """Two real chatsvc processes sharing one database and one Redis, for the
-scale-out tests; and a TCP proxy in front of Redis that can cut the connection."""
+scale-out tests; a TCP proxy in front of Redis that can cut the connection; and
+a private ``redis-server`` that a test may stop and start again (never the
+machine's shared one)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.open = True
+        self.frozen = False  # connections stay open but carry nothing (a black hole)
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -67,6 +74,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    if self.frozen:
+                        continue
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -173,3 +182,118 @@ class Cluster:
 def redis_target() -> tuple[str, int]:
     url = urlsplit(os.environ.get("CHATSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     return url.hostname or "127.0.0.1", url.port or 6379
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own on a free port (no persistence):
+    :meth:`restart` is a real Redis restart, with every key and subscription gone."""
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.binary = binary
+        self.directory = directory
+        self.password = password
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()  # a crash: no goodbye to the clients
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self, down_for: float) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+
+def _admin_dsn(url: str) -> tuple[str, str]:
+    """(server DSN on the ``postgres`` database, the base DSN) from the test URL."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    base = dsn.rsplit("/", 1)[0]
+    return f"{base}/postgres", base
+
+
+def _admin(dsn: str, statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(statement)
+        await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:  # callers may already run an event loop
+        pool.submit(asyncio.run, run()).result()
+
+
+@contextlib.contextmanager
+def two_nodes(
+    data_dir: Path,
+    redis_host: str,
+    redis_port: int,
+    pg_url: str | None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Two chatsvc processes on one database (a fresh PostgreSQL database when
+    ``pg_url`` is set, else one SQLite file) reaching Redis through a :class:`TcpProxy`."""
+    from chatsvc.auth.dev_issuer import DevIssuer
+    from chatsvc.settings import load_settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
+    database = admin = None
+    if pg_url:
+        admin, base = _admin_dsn(pg_url)
+        database = f"chatsvc_cluster_{uuid.uuid4().hex[:8]}"
+        _admin(admin, f'CREATE DATABASE "{database}"')
+        env["CHATSVC_DATABASE_URL"] = (
+            f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}"
+        )
+    proxy = TcpProxy(redis_host, redis_port)
+    env.update(
+        {
+            "CHATSVC_DATA_DIR": str(data_dir),
+            "CHATSVC_BROKER_URL": f"redis://127.0.0.1:{proxy.port}/0",
+            "CHATSVC_ACCESS_LOG": "false",
+            "CHATSVC_BROKER_RECONNECT_MAX": "0.5",
+            "CHATSVC_MESSAGE_RATE": "1000",
+            "CHATSVC_MESSAGE_BURST": "1000",
+            **(extra_env or {}),
+        }
+    )
+    DevIssuer(load_settings(environ={}, config_file=Path("/nonexistent"), data_dir=data_dir))
+    cluster = Cluster(data_dir, env, proxy)
+    try:
+        cluster.start_node(migrate=True)
+        cluster.start_node(migrate=False)
+        yield cluster
+    finally:
+        cluster.stop()
+        if database and admin:
+            _admin(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -7,78 +7,27 @@ through a proxy that can cut the connection."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from chatsvc.auth.dev_issuer import DevIssuer
 from chatsvc.settings import load_settings
-from tests.cluster import Cluster, Node, TcpProxy, redis_target
-from tests.conftest import PG_URL, run_in_thread
+from tests.cluster import Cluster, Node, redis_target, two_nodes
+from tests.conftest import PG_URL
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 5
 
 
-def _admin_dsn(url: str) -> tuple[str, str]:
-    """(server DSN on the ``postgres`` database, the base DSN) from the test URL."""
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    base = dsn.rsplit("/", 1)[0]
-    return f"{base}/postgres", base
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    data_dir = tmp_path_factory.mktemp("cluster")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    database = None
-    if PG_URL:
-        admin, base = _admin_dsn(PG_URL)
-        database = f"chatsvc_cluster_{uuid.uuid4().hex[:8]}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(admin)
-            await conn.execute(f'CREATE DATABASE "{database}"')
-            await conn.close()
-
-        run_in_thread(create)
-        env["CHATSVC_DATABASE_URL"] = (
-            f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{database}"
-        )
-    proxy = TcpProxy(*redis_target())
-    env.update(
-        {
-            "CHATSVC_DATA_DIR": str(data_dir),
-            "CHATSVC_BROKER_URL": f"redis://127.0.0.1:{proxy.port}/0",
-            "CHATSVC_ACCESS_LOG": "false",
-            "CHATSVC_BROKER_RECONNECT_MAX": "0.5",
-            "CHATSVC_MESSAGE_RATE": "1000",
-            "CHATSVC_MESSAGE_BURST": "1000",
-        }
-    )
-    DevIssuer(load_settings(environ={}, config_file=Path("/nonexistent"), data_dir=data_dir))
-    cluster = Cluster(data_dir, env, proxy)
-    try:
-        cluster.start_node(migrate=True)
-        cluster.start_node(migrate=False)
+    with two_nodes(tmp_path_factory.mktemp("cluster"), *redis_target(), PG_URL) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        if database:
-
-            async def drop() -> None:
-                conn = await asyncpg.connect(admin)
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-                await conn.close()
-
-            run_in_thread(drop)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -460,8 +460,20 @@ class Hub:
         self,
         session_id: uuid.UUID,
         snapshot: tuple[uuid.UUID, bool, set[uuid.UUID]] | None,
+        messages: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Apply access facts read from the database (after events may have been missed)."""
+        """Apply what was read from the database after events may have been missed:
+        the access facts, then the stored messages from the room's next seq on
+        (oldest first, read *before* the facts, so none was committed after a
+        revocation they show).
+
+        The messages go through the room's ordering as ``MessageSent`` events
+        would: a seq the room already passed (its live event won the race) or
+        holds is skipped, the rest wait in ``pending`` and go out in order. Every
+        message up to the newest one read that still exists was read, so a seq
+        up to it that is neither read nor pending was deleted, and nothing waits
+        for it. Each member then drops a later (live) copy of a seq given here,
+        as after a resume's backlog."""
         room = self.rooms.get(session_id)
         if room is None:
             return
@@ -471,6 +483,21 @@ class Hub:
         owner, shared, collaborators = snapshot
         for conn in room.connections():
             self._set_facts(conn, SessionFacts(owner, shared, conn.user_id in collaborators))
+        if room.next_seq is None or not messages:
+            return  # (a room still starting is caught up by its first member's backlog)
+        top = int(messages[-1]["seq"])
+        for message in messages:
+            seq = int(message["seq"])
+            if seq >= room.next_seq and seq not in room.pending:
+                room.pending[seq] = MessageSent(session_id, message)
+        while True:
+            self._release_pending(room)
+            if room.next_seq > top:
+                break
+            waiting = [seq for seq in room.pending if seq <= top]
+            room.next_seq = min(waiting) if waiting else top + 1  # past deleted seqs
+        for conn in room.connections():
+            conn.replayed_seq = max(conn.replayed_seq, top)
 
     # --- typing ------------------------------------------------------------------
     def typing(self, conn: Connection, is_typing: bool) -> None:

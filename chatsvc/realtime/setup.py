@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,7 +17,7 @@ from chatsvc.policy import Action
 from chatsvc.realtime import ws
 from chatsvc.realtime.frames import ACCESS_REVOKED
 from chatsvc.realtime.hub import Connection, Hub
-from chatsvc.store import sessions
+from chatsvc.store import messages, sessions
 
 log = logging.getLogger("chatsvc.realtime")
 
@@ -34,25 +37,100 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         revoked,
         settings.ws_reorder_wait,
     )
+    watch: asyncio.Task[None] | None = None
     if isinstance(broker, RedisBroker):
-        broker.on_reconnect = lambda: resync_rooms(app)
+        resync = RoomResync(app, broker)
+        broker.on_reconnect = resync.all_rooms
+        watch = asyncio.create_task(resync.run(), name="room-resync")
     yield
+    if watch is not None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
-async def resync_rooms(app: web.Application) -> None:
-    """After a broker outage, re-read the access facts of every live room: a
-    revocation or deletion published elsewhere meanwhile was not relayed."""
-    hub = app[HUB]
-    for session_id in list(hub.rooms):
-        try:
-            async with app[DB_SESSIONS]() as db:
-                snapshot = await sessions.access_snapshot(db, session_id)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning(
-                "event=resync_failed session_id=%s error=%s", session_id, type(exc).__name__
-            )
-            continue
-        hub.resync(session_id, snapshot)
+class RoomResync:
+    """Keeps the live rooms right while events from other processes may be missed
+    (see :mod:`chatsvc.events.redis` for the whole design).
+
+    After each (re-)subscribe, and every ``broker_down_resync_interval`` while the
+    broker is not relaying, each live room re-reads from the database its stored
+    messages from its next seq on and then its access facts, and the hub applies
+    them (:meth:`Hub.resync`). While not relaying, a room whose ordering waits on a
+    missing seq is caught up at the next tick (well within ``ws_reorder_wait``),
+    so a message lost with Redis is delivered in its place rather than skipped.
+    A room whose read failed (database down) is retried after an interval, even
+    once the broker relays again. One resync runs at a time, so an older read
+    never overrides a newer one."""
+
+    TICK = 0.1
+
+    def __init__(self, app: web.Application, broker: RedisBroker) -> None:
+        settings = app[SETTINGS]
+        self.app = app
+        self.broker = broker
+        self.interval = settings.broker_down_resync_interval
+        self.page = settings.ws_backlog_page
+        self._lock = asyncio.Lock()
+        self._stale: set[uuid.UUID] = set()
+
+    async def all_rooms(self) -> None:
+        await self.resync(list(self.app[HUB].rooms))
+
+    async def resync(self, session_ids: Iterable[uuid.UUID]) -> None:
+        async with self._lock:
+            for session_id in session_ids:
+                if await self._resync_room(session_id):
+                    self._stale.discard(session_id)
+                else:
+                    self._stale.add(session_id)
+
+    async def _resync_room(self, session_id: uuid.UUID) -> bool:
+        """True when the room is caught up (or gone); False when the database failed."""
+        hub = self.app[HUB]
+        while (room := hub.rooms.get(session_id)) is not None:
+            after = room.next_seq - 1 if room.next_seq is not None else None
+            try:
+                async with self.app[DB_SESSIONS]() as db:
+                    # Messages first: none read was committed after the facts read next.
+                    found = []
+                    if after is not None:
+                        found = await messages.list_messages(
+                            db, session_id, self.page, after_seq=after
+                        )
+                    snapshot = await sessions.access_snapshot(db, session_id)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "event=resync_failed session_id=%s error=%s", session_id, type(exc).__name__
+                )
+                return False
+            hub.resync(session_id, snapshot, found)
+            if snapshot is None or len(found) < self.page or room.next_seq == found[0]["seq"]:
+                break  # else the next page, from where this one left the room
+        return True
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_pass = next_retry = loop.time()
+        while True:
+            await asyncio.sleep(min(self.TICK, self.interval))
+            rooms = self.app[HUB].rooms
+            due: set[uuid.UUID] = set()
+            now = loop.time()
+            if self._stale and now >= next_retry:  # a failed read: again after an interval
+                next_retry = now + self.interval
+                due.update(self._stale)
+            if not self.broker.relaying:
+                if now >= next_pass:
+                    next_pass = now + self.interval
+                    due.update(rooms)
+                else:
+                    due.update(session_id for session_id, room in rooms.items() if room.pending)
+            if due:
+                try:
+                    await self.resync(sorted(due))
+                except Exception:  # keep watching whatever one pass ran into
+                    log.exception("event=resync_pass_failed")
 
 
 async def close_sockets(app: web.Application) -> None:
