@@ -27,7 +27,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CHATSVC_PORT=8080 \
     CHATSVC_DATA_DIR=/var/lib/chatsvc \
     CHATSVC_CONFIG=/app/config/chatsvc.toml \
-    CHATSVC_MIGRATIONS_DIR=/app/migrations
+    CHATSVC_MIGRATIONS_DIR=/app/migrations \
+    CHATSVC_DRAIN_SECONDS=5
 
 RUN groupadd --system chatsvc && useradd --system --gid chatsvc --home /app chatsvc \
     && mkdir -p /var/lib/chatsvc && chown chatsvc:chatsvc /var/lib/chatsvc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from chatsvc.events.setup import setup_events
 from chatsvc.http.forwarded import forwarded_middleware
 from chatsvc.http.identity import TOKEN_SOURCES, TokenSource, auth_middleware, setup_identity
 from chatsvc.http.problems import add_request_id_header, problem_middleware, request_context
-from chatsvc.keys import CLOCK, HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
+from chatsvc.keys import CLOCK, DRAINING, HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
 from chatsvc.metrics import Metrics
 from chatsvc.realtime.setup import setup_realtime
 from chatsvc.service.ratelimit import RateLimiter
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[DRAINING] = asyncio.Event()
     app[CLOCK] = time.time
     app[METRICS] = Metrics(broker_configured=settings.broker_configured)
     app[RATE_LIMITER] = RateLimiter(

@@ -1,10 +1,11 @@
-"""Command line: ``python run.py [serve|migrate|token]``."""
+"""Command line: ``python run.py [serve|migrate|token] [--help]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -43,9 +44,11 @@ async def _serve(settings: Settings) -> None:
     from chatsvc.app import create_app
     from chatsvc.http.access_log import AccessLogger
     from chatsvc.http.server import ProblemAppRunner
+    from chatsvc.keys import DRAINING
 
+    app = create_app(settings)
     runner = ProblemAppRunner(
-        create_app(settings),
+        app,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("chatsvc.access") if settings.access_log else None,
         keepalive_timeout=75.0,  # web.run_app's defaults, which chatsvc served with before
@@ -66,6 +69,12 @@ async def _serve(settings: Settings) -> None:
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("event=listening url=http://%s:%s", settings.host, settings.port)
         await stop.wait()
+        if received[0] == "SIGTERM" and settings.drain_seconds > 0:
+            # An orchestrator's stop: fail readiness first, so the balancer stops
+            # sending new clients here, then close (sockets get 1001).
+            app[DRAINING].set()
+            log.info("event=draining seconds=%s", settings.drain_seconds)
+            await asyncio.sleep(settings.drain_seconds)
         log.info("event=stopping signal=%s", received[0])
     finally:
         await runner.cleanup()
@@ -102,19 +111,59 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
     print(DevIssuer(settings).mint(args.sub, groups, ttl=args.ttl, email=args.email))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="run.py", description="chatsvc")
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="run the service (the default)")
-    commands.add_parser("migrate", help="apply pending database migrations")
-    mint = commands.add_parser("token", help="print a development-issuer token")
-    mint.add_argument("--sub", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    from chatsvc.metrics import version
+
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="chatsvc: a chat service protected by Okta permissions. "
+        "Settings come from config/chatsvc.toml and CHATSVC_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatsvc {version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="settings file (default: config/chatsvc.toml)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve_cmd = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the service (the default)",
+        description="Apply pending migrations (unless CHATSVC_AUTO_MIGRATE=false) and serve.",
+    )
+    serve_cmd.add_argument("--host", help="listen address (CHATSVC_HOST, default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="listen port (CHATSVC_PORT, default 8080)")
+    commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="apply pending database migrations and exit",
+        description="Apply the migration history to CHATSVC_DATABASE_URL, under a lock.",
+    )
+    mint = commands.add_parser(
+        "token",
+        parents=[common],
+        help="print a token from the development issuer",
+        description="Mint an access token from the built-in development issuer "
+        "(only when CHATSVC_OKTA_ISSUER is unset).",
+    )
+    mint.add_argument("--sub", required=True, help="the user's subject, e.g. alice@example.com")
     mint.add_argument("--groups", default="", help="comma-separated, e.g. Onyx-Writers")
-    mint.add_argument("--ttl", type=int, default=3600)
-    mint.add_argument("--email", default=None)
-    args = parser.parse_args(argv)
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds the token lives")
+    mint.add_argument("--email", default=None, help="the email claim (default: the subject)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ)
+    if getattr(args, "config", None):
+        environ["CHATSVC_CONFIG"] = args.config
+    for name in ("host", "port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            environ[f"CHATSVC_{name.upper()}"] = str(value)
     try:
-        settings = load_settings()
+        settings = load_settings(environ)
         configure_logging(settings)
         if args.command == "migrate":
             migrate(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 BROKER: web.AppKey[Broker] = web.AppKey("broker")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+# Set when the process was asked to stop: /readyz answers 503 so a balancer drains it.
+DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining")
 # Wall-clock seconds (``time.time``) for what the app times itself; tests move it.
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 

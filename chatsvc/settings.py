@@ -63,6 +63,7 @@ class Settings(BaseModel):
     db_pool_size: int = Field(10, ge=1, le=200)
     db_timeout: float = Field(5.0, gt=0)
     readiness_timeout: float = Field(2.0, gt=0)
+    drain_seconds: float = Field(0.0, ge=0)
     sqlite_checkpoint_interval: float = Field(60.0, gt=0)
 
     # --- identity (Okta)
@@ -264,7 +265,11 @@ def load_settings(
 ) -> Settings:
     """Build the settings from file, environment and explicit overrides (tests)."""
     environ = dict(os.environ if environ is None else environ)
-    path = config_file or Path(environ.get("CHATSVC_CONFIG", DEFAULT_CONFIG_FILE))
+    named = environ.get("CHATSVC_CONFIG")
+    path = config_file or Path(named or DEFAULT_CONFIG_FILE)
+    if named and config_file is None and not path.exists():
+        # A file someone named is meant to be read: running on defaults instead is a surprise.
+        raise SettingsError(f"invalid setting CHATSVC_CONFIG: {path} does not exist")
     values: dict[str, Any] = {}
     if path.is_file():
         try:

@@ -292,11 +292,8 @@ async def sign_in(client: TestClient, who: Caller) -> dict[str, Any]:
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``python run.py ARGS`` with only the given settings (``PORT="1"`` -> ``CHATSVC_PORT``)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    environ.update(
-        CHATSVC_DATA_DIR=str(tmp_path),
-        CHATSVC_CONFIG=str(tmp_path / "absent.toml"),
-        **{f"CHATSVC_{k}": v for k, v in env.items()},
-    )
+    environ.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=os.devnull)
+    environ.update({f"CHATSVC_{k}": v for k, v in env.items()})
     return subprocess.run(
         [sys.executable, "run.py", *args],
         cwd=Path(__file__).resolve().parents[1],

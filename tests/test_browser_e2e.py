@@ -66,7 +66,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         CHATSVC_PORT=str(port),
         CHATSVC_HOST="127.0.0.1",
         CHATSVC_ENV="development",
-        CHATSVC_CONFIG=str(data_dir / "absent.toml"),
+        CHATSVC_CONFIG=os.devnull,
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     log_path = SCREENSHOTS / "service.log"

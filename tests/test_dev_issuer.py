@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ async def test_signing_key_persists_across_restarts(make_client):
 def cli_environment(tmp_path: Path, **env: str) -> dict[str, str]:
     return {
         "CHATSVC_DATA_DIR": str(tmp_path),
-        "CHATSVC_CONFIG": str(tmp_path / "absent.toml"),
+        "CHATSVC_CONFIG": os.devnull,
         "CHATSVC_PORT": "8080",
         "CHATSVC_OKTA_AUDIENCE": AUDIENCE,
         **{f"CHATSVC_{k}": v for k, v in env.items()},

@@ -119,7 +119,7 @@ def start(tmp_path: Path, **settings: str) -> Served:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
     env.update(
         CHATSVC_DATA_DIR=str(tmp_path),
-        CHATSVC_CONFIG=str(tmp_path / "absent.toml"),
+        CHATSVC_CONFIG=os.devnull,
         CHATSVC_HOST="127.0.0.1",
         CHATSVC_PORT=str(port),
         **{f"CHATSVC_{k}": v for k, v in settings.items()},

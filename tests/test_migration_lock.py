@@ -30,7 +30,7 @@ postgres_only = pytest.mark.postgres if PG_URL else lambda test: None
 
 def migrate_at_once(tmp_path: Path, **env: str) -> list[subprocess.CompletedProcess[str]]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    environ.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=str(tmp_path / "absent.toml"))
+    environ.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=os.devnull)
     environ.update(env)
     procs = [
         subprocess.Popen(
@@ -83,7 +83,7 @@ async def test_concurrent_migrations_on_one_postgres_database_all_succeed(tmp_pa
 
 def start_migrate(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    environ.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=str(tmp_path / "absent.toml"))
+    environ.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=os.devnull)
     environ.update(env)
     return subprocess.Popen(
         [sys.executable, "run.py", "migrate"],

@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chatsvc.api.responses import json_response
-from chatsvc.keys import AUTHENTICATOR, BROKER, DB_ENGINE, METRICS, SETTINGS
+from chatsvc.keys import AUTHENTICATOR, BROKER, DB_ENGINE, DRAINING, METRICS, SETTINGS
 from chatsvc.store.db import database_ready
 
 
@@ -20,9 +20,10 @@ async def readyz(request: web.Request) -> web.Response:
         await validator.refresh()
     database = await database_ready(request.app[DB_ENGINE], request.app[SETTINGS].readiness_timeout)
     broker = request.app[BROKER].status
-    ready = database and validator.keys_loaded
+    draining = request.app[DRAINING].is_set()
+    ready = database and validator.keys_loaded and not draining
     body = {
-        "status": "ok" if ready else "unavailable",
+        "status": "draining" if draining else "ok" if ready else "unavailable",
         "database": "up" if database else "down",
         "keys": "loaded" if validator.keys_loaded else "unavailable",
         # A broker outage degrades cross-process delivery but is not a reason to

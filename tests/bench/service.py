@@ -182,7 +182,7 @@ class Service:
                 "CHATSVC_OKTA_ISSUER": "",
                 "CHATSVC_BROKER_URL": "",
                 "CHATSVC_DATABASE_URL": "",
-                "CHATSVC_CONFIG": str(self.data_dir / "none.toml"),
+                "CHATSVC_CONFIG": os.devnull,
             }
         )
         if self.pg_database:
