@@ -8,7 +8,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from chatsvc.errors import FieldError, ValidationFailed
 from chatsvc.store.values import json_depth
@@ -119,7 +126,22 @@ class MessageUpdate(Body):
 
 
 class CollaboratorAdd(Body):
-    email: Annotated[str, Field(min_length=1, max_length=320)]
+    """``{"user_id"}``, or ``{"email"}`` (honoured only when exactly one user has it)."""
+
+    user_id: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+        ),
+    ]
+    email: Annotated[str | None, Field(default=None, min_length=1, max_length=320)]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CollaboratorAdd:
+        if (self.user_id is None) == (self.email is None):
+            raise ValueError("give exactly one of user_id and email")
+        return self
 
 
 # --- responses (documentation only; handlers build dicts) -------------------
