@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test lint migrate token bench load clean
+.PHONY: install idp-deps run test lint migrate token bench load clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,15 @@ migrate: install
 token: install
 	@$(PY) run.py token --sub $(or $(SUB),alice@example.com) --groups $(or $(GROUPS),Onyx-Writers)
 
-test: install
+# The real OpenID provider of the integration suite (panva's oidc-provider, pinned
+# in tests/idp/package-lock.json); node_modules is git-ignored.
+IDP_STAMP = tests/idp/node_modules/.package-lock.json
+$(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
+	cd tests/idp && npm ci --no-audit --no-fund
+
+idp-deps: $(IDP_STAMP)
+
+test: install idp-deps
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 
