@@ -34,6 +34,16 @@ async def add_collaborator(
 ) -> tuple[dict[str, Any], bool]:
     """By ``user_id``; by ``email`` only when exactly one user has it (an email is a
     label, never an identity: anyone can sign in somewhere with someone else's)."""
+    if body.user_id is None and body.email is None:
+        raise ValidationFailed(
+            "email: a user_id or an email is required",
+            [FieldError("email", "a user_id or an email is required")],
+        )
+    if body.user_id is not None and body.email is not None:
+        raise ValidationFailed(
+            "user_id: give either user_id or email, not both",
+            [FieldError("user_id", "give either user_id or email, not both")],
+        )
     async with app[DB_SESSIONS]() as db:
         session, _ = await authorized_session(db, principal, session_id, Action.COLLABORATOR_ADD)
         field = "user_id" if body.user_id is not None else "email"

@@ -8,14 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chatsvc.errors import FieldError, ValidationFailed
 from chatsvc.store.values import json_depth
@@ -136,12 +129,7 @@ class CollaboratorAdd(Body):
         ),
     ]
     email: Annotated[str | None, Field(default=None, min_length=1, max_length=320)]
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> CollaboratorAdd:
-        if (self.user_id is None) == (self.email is None):
-            raise ValueError("give exactly one of user_id and email")
-        return self
+    # Exactly one of the two: checked by the use case, which names the field.
 
 
 # --- responses (documentation only; handlers build dicts) -------------------
