@@ -11,7 +11,7 @@ CHROMIUM ?= /usr/bin/chromium
 APT_GET  ?= apt-get
 USER_ID  ?= $(shell id -u)
 
-.PHONY: install install-runtime chromium run test lint migrate token bench load promtool clean
+.PHONY: install install-runtime chromium idp-deps run test lint migrate token bench load promtool clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,7 +67,15 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL)
 
-test: install chromium $(PROMTOOL)
+# The real OpenID provider of the integration suite (panva's oidc-provider, pinned
+# in tests/idp/package-lock.json); node_modules is git-ignored.
+IDP_STAMP = tests/idp/node_modules/.package-lock.json
+$(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
+	cd tests/idp && npm ci --no-audit --no-fund
+
+idp-deps: $(IDP_STAMP)
+
+test: install chromium idp-deps $(PROMTOOL)
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 

@@ -73,6 +73,10 @@ class Settings(BaseModel):
     okta_groups_claim: str = "groups"
     okta_client_id: str | None = None
     okta_client_secret: str | None = None
+    okta_token_auth_method: Literal[
+        "auto", "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
+    ] = "auto"  # noqa: S105 - a method name, not a secret
+    okta_client_private_key: Path | None = None
     groups_read: tuple[str, ...] = ("Onyx-Readers",)
     groups_write: tuple[str, ...] = ("Onyx-Writers",)
     groups_admin: tuple[str, ...] = ("Onyx-Admins",)
@@ -88,7 +92,13 @@ class Settings(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks, e.g. 10.0.0.0/8
     okta_scopes: str = "openid email profile offline_access"
+    okta_prompt_consent: bool = True
+    okta_resource_indicator: Literal["auto", "always", "never"] = "auto"
+    okta_groups_source: Literal["access_token", "id_token", "userinfo"] = "access_token"
+    okta_post_logout_redirect_uri: str | None = None
     browser_refresh_margin: float = Field(60.0, ge=0)
+    browser_refresh_fraction: float = Field(0.2, ge=0, lt=1)
+    browser_session_max_age: float = Field(7 * 24 * 3600.0, gt=0)
     browser_login_timeout: float = Field(600.0, gt=0)
     dev_sign_in_ttl: float = Field(8 * 3600.0, gt=0)
 
@@ -142,6 +152,8 @@ class Settings(BaseModel):
         "okta_client_id",
         "okta_client_secret",
         "session_cookie_key",
+        "okta_client_private_key",
+        "okta_post_logout_redirect_uri",
         mode="before",
     )
     @classmethod
@@ -153,7 +165,8 @@ class Settings(BaseModel):
     def _issuer_https(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.rstrip("/")
+        # Kept exactly as configured, a trailing "/" included (Auth0-style issuers):
+        # ``iss`` is compared with it exactly.
         parts = urlsplit(value)
         if parts.scheme == "https" and parts.hostname:
             return value
@@ -177,6 +190,25 @@ class Settings(BaseModel):
         if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @model_validator(mode="after")
+    def _private_key_jwt_needs_a_key(self) -> Settings:
+        if (
+            self.okta_token_auth_method == "private_key_jwt"  # noqa: S105
+            and self.okta_client_private_key is None
+        ):
+            raise ValueError(
+                "okta_client_private_key: is required with okta_token_auth_method=private_key_jwt"
+            )
+        if (
+            self.okta_token_auth_method in ("client_secret_basic", "client_secret_post")
+            and not self.okta_client_secret
+        ):
+            raise ValueError(
+                f"okta_client_secret: is required with okta_token_auth_method="
+                f"{self.okta_token_auth_method}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_issuer(self) -> Settings:
@@ -210,6 +242,11 @@ class Settings(BaseModel):
         # The development issuer's name does not depend on the port, so that several
         # processes sharing one data directory (and so one key) accept each other's tokens.
         return self.okta_issuer or DEV_ISSUER
+
+    @property
+    def discovery_url(self) -> str:
+        """``{issuer without its trailing /}/.well-known/openid-configuration``."""
+        return f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
 
     @property
     def effective_database_url(self) -> str:

@@ -6,7 +6,11 @@ keys, forge tokens in the usual ways and go offline.
 
 For browser sign-in it also has an authorization endpoint (which signs in
 ``browser_user`` at once and redirects back with a code) and a token endpoint
-(authorization code with a PKCE S256 check, and rotating refresh tokens).
+(authorization code with a PKCE S256 check, and rotating refresh tokens: a
+refresh token used twice revokes the whole grant, as strict providers do), a
+revocation endpoint (RFC 7009), userinfo and an end-session endpoint. Its
+issuer can end in ``/`` (Auth0 style) and its authorization response can carry
+``iss`` (RFC 9207).
 """
 
 from __future__ import annotations
@@ -42,9 +46,14 @@ class FakeOkta:
         self._reset_sign_in()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
-        self.issuer = f"http://127.0.0.1:{self.port}/oauth2/default"
+        self.base = f"http://127.0.0.1:{self.port}/oauth2/default"
+        self.trailing_slash = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    @property
+    def issuer(self) -> str:
+        return self.base + ("/" if self.trailing_slash else "")
 
     # --- the HTTP side ---------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -59,13 +68,34 @@ class FakeOkta:
                     self.send_response(503)
                     self.end_headers()
                     return
-                if self.path.endswith("/.well-known/openid-configuration"):
+                if "//" in urlsplit(self.path).path:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path == "/oauth2/default/.well-known/openid-configuration":
+                    okta.discovery_requests += 1
                     body = {
                         "issuer": okta.issuer,
-                        "jwks_uri": f"{okta.issuer}/v1/keys",
-                        "authorization_endpoint": f"{okta.issuer}/v1/authorize",
-                        "token_endpoint": f"{okta.issuer}/v1/token",
+                        "jwks_uri": f"{okta.base}/v1/keys",
+                        "authorization_endpoint": f"{okta.base}/v1/authorize",
+                        "token_endpoint": f"{okta.base}/v1/token",
+                        "revocation_endpoint": f"{okta.base}/v1/revoke",
+                        "userinfo_endpoint": f"{okta.base}/v1/userinfo",
+                        "end_session_endpoint": f"{okta.base}/v1/logout",
+                        **okta.discovery_extra,
                     }
+                    body = {k: v for k, v in body.items() if v is not None}
+                elif urlsplit(self.path).path.endswith("/v1/userinfo"):
+                    auth = self.headers.get("Authorization", "")
+                    known = okta.access_tokens.get(auth.removeprefix("Bearer "))
+                    okta.userinfo_requests += 1
+                    if known is None:
+                        self.send_response(401)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    body = {"sub": known, **okta.userinfo_claims}
                 elif urlsplit(self.path).path.endswith("/v1/authorize"):
                     location = okta.authorize(parse_qs(urlsplit(self.path).query))
                     self.send_response(302)
@@ -88,16 +118,21 @@ class FakeOkta:
                 self.wfile.write(payload)
 
             def do_POST(self) -> None:
-                if not okta.online or not self.path.endswith("/v1/token"):
+                known = self.path.endswith(("/v1/token", "/v1/revoke"))
+                if not okta.online or not known:
                     self.send_response(503 if not okta.online else 404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
-                status, body = okta.token_endpoint(
-                    {k: v[0] for k, v in form.items()}, self.headers.get("Authorization")
-                )
+                fields = {k: v[0] for k, v in form.items()}
+                if self.path.endswith("/v1/revoke"):
+                    status, body = okta.revoke(fields)
+                else:
+                    if okta.token_delay:
+                        time.sleep(okta.token_delay)
+                    status, body = okta.token_endpoint(fields, self.headers.get("Authorization"))
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -115,10 +150,14 @@ class FakeOkta:
         self._server.server_close()
 
     # --- keys --------------------------------------------------------------
-    def rotate(self) -> Any:
-        """Add a new signing key (Okta publishes the new key beside the old)."""
+    def rotate(self, hard: bool = False) -> Any:
+        """Add a new signing key (Okta publishes the new key beside the old); ``hard``:
+        the new key replaces the old ones and signs from now on."""
         key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
-        self.keys.append(key)
+        if hard:
+            self.keys = [key]
+        else:
+            self.keys.append(key)
         return key
 
     def add_ec_key(self) -> Any:
@@ -130,6 +169,7 @@ class FakeOkta:
         self.keys = self.keys[:1]
         self.online = True
         self.jwks_requests = 0
+        self.trailing_slash = False
         self._reset_sign_in()
 
     # --- browser sign-in (authorization code + PKCE) -------------------------
@@ -140,7 +180,18 @@ class FakeOkta:
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, Any]] = []
         self._codes: dict[str, dict[str, Any]] = {}
-        self._refresh_tokens: dict[str, tuple[str, list[str], str]] = {}
+        self._refresh_tokens: dict[str, tuple[str, list[str], str, str]] = {}
+        self._spent: dict[str, str] = {}  # used refresh token -> its grant
+        self.revoked_grants: set[str] = set()
+        self.revocations: list[dict[str, str]] = []
+        self.access_tokens: dict[str, str] = {}  # issued access token -> sub (userinfo)
+        self.access_token_claims: dict[str, Any] = {}  # overrides, e.g. {"email": None}
+        self.userinfo_claims: dict[str, Any] = {}
+        self.discovery_extra: dict[str, Any] = {}
+        self.response_iss: str | None = None  # RFC 9207 ``iss`` in the authorization response
+        self.discovery_requests = 0
+        self.userinfo_requests = 0
+        self.token_delay = 0.0
 
     def authorize(self, query: dict[str, list[str]]) -> str:
         """Sign ``browser_user`` in at once; the redirect back carries a one-time code."""
@@ -149,6 +200,8 @@ class FakeOkta:
         code = secrets.token_urlsafe(16)
         self._codes[code] = {**params, "user": self.browser_user}
         back = {"code": code, "state": params.get("state", "")}
+        if self.response_iss is not None:
+            back["iss"] = self.response_iss
         return f"{params['redirect_uri']}?{urlencode(back)}"
 
     def token_endpoint(
@@ -166,27 +219,57 @@ class FakeOkta:
             ) != request.get("code_challenge"):
                 return 400, {"error": "invalid_grant", "error_description": "PKCE verification"}
             sub, groups = request["user"]
-            return 200, self._issue(sub, groups, request["client_id"], request.get("nonce"))
+            return 200, self._issue(
+                sub, groups, request["client_id"], request.get("nonce"), secrets.token_hex(8)
+            )
         if grant == "refresh_token":
-            known = self._refresh_tokens.pop(form.get("refresh_token", ""), None)
+            presented = form.get("refresh_token", "")
+            known = self._refresh_tokens.pop(presented, None)
             if known is None:
+                grant_id = self._spent.get(presented)
+                if grant_id is not None:  # reuse: treated as theft, the grant is revoked
+                    self._revoke_grant(grant_id)
                 return 400, {"error": "invalid_grant"}
-            sub, groups, client_id = known
-            return 200, self._issue(sub, groups, client_id, None)
+            sub, groups, client_id, grant_id = known
+            self._spent[presented] = grant_id
+            return 200, self._issue(sub, groups, client_id, None, grant_id)
         return 400, {"error": "unsupported_grant_type"}
 
+    def _revoke_grant(self, grant_id: str) -> None:
+        self.revoked_grants.add(grant_id)
+        for token, known in list(self._refresh_tokens.items()):
+            if known[3] == grant_id:
+                del self._refresh_tokens[token]
+
+    def revoke(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.revocations.append(form)
+        known = self._refresh_tokens.get(form.get("token", ""))
+        if known is not None:
+            self._revoke_grant(known[3])
+        return 200, {}
+
+    def live_grants(self) -> set[str]:
+        return {known[3] for known in self._refresh_tokens.values()}
+
     def _issue(
-        self, sub: str, groups: list[str], client_id: str, nonce: str | None
+        self, sub: str, groups: list[str], client_id: str, nonce: str | None, grant_id: str
     ) -> dict[str, Any]:
-        id_claims = self.claims(sub, ttl=3600, aud=client_id, nonce=nonce, groups=None)
+        id_claims = self.claims(
+            sub, ttl=3600, aud=client_id, nonce=nonce, groups=None, sid=f"sid-{grant_id}"
+        )
         id_claims.update(self.id_token_claims)
+        id_claims = {k: v for k, v in id_claims.items() if v is not None}
         refresh = secrets.token_urlsafe(24)
-        self._refresh_tokens[refresh] = (sub, groups, client_id)
+        self._refresh_tokens[refresh] = (sub, groups, client_id, grant_id)
+        access_claims = self.claims(sub, groups, ttl=self.access_token_ttl)
+        access_claims.update(self.access_token_claims)
+        access = self.sign({k: v for k, v in access_claims.items() if v is not None})
+        self.access_tokens[access] = sub
         return {
             "token_type": "Bearer",
             "expires_in": self.access_token_ttl,
             "scope": "openid email profile offline_access",
-            "access_token": self.token(sub, groups, ttl=self.access_token_ttl),
+            "access_token": access,
             "id_token": self.sign(id_claims),
             "refresh_token": refresh,
         }

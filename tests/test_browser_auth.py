@@ -100,6 +100,22 @@ async def expect_problem(resp: ClientResponse, status: int, code: str) -> dict[s
     return body
 
 
+async def expect_error_page(resp: ClientResponse, status: int = 400) -> str:
+    """A failed sign-in answers a plain page: no problem JSON, no token or code in it."""
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "text/html"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    page = await resp.text()
+    assert "Sign-in failed" in page
+    assert 'href="/auth/login"' in page
+    code = parse_qs(urlsplit(str(resp.url)).query).get("code")
+    if code:
+        assert code[0] not in page
+    assert "eyJ" not in page  # no JWT
+    return page
+
+
 def set_cookie_header(resp: ClientResponse) -> str:
     headers = [h for h in resp.headers.getall("Set-Cookie", []) if h.startswith("chatsvc_session=")]
     assert len(headers) == 1, resp.headers
@@ -187,27 +203,27 @@ async def test_confidential_client_authenticates_at_the_token_endpoint(
 async def test_state_mismatch_is_400(web_client: TestClient) -> None:
     url = with_query(await authorize(web_client), state="forged-state")
     resp = await web_client.session.get(url, allow_redirects=False)
-    await expect_problem(resp, 400, "SIGN_IN_FAILED")
+    await expect_error_page(resp)
     assert (await web_client.get("/api/me")).status == 401
 
 
 async def test_callback_without_a_login_is_400(web_client: TestClient) -> None:
     resp = await web_client.get("/auth/callback?code=abc&state=xyz")
-    await expect_problem(resp, 400, "SIGN_IN_FAILED")
+    await expect_error_page(resp)
 
 
 async def test_callback_is_single_use(web_client: TestClient, okta: FakeOkta) -> None:
     url = await authorize(web_client)
     assert (await web_client.session.get(url, allow_redirects=False)).status == 302
     replay = await web_client.session.get(url, allow_redirects=False)
-    await expect_problem(replay, 400, "SIGN_IN_FAILED")
+    await expect_error_page(replay)
 
 
 async def test_nonce_mismatch_is_400(web_client: TestClient, okta: FakeOkta) -> None:
     okta.id_token_claims = {"nonce": "not-the-nonce-we-sent"}
     resp = await web_client.session.get(await authorize(web_client), allow_redirects=False)
-    body = await expect_problem(resp, 400, "SIGN_IN_FAILED")
-    assert "nonce" in body["detail"]
+    body = await expect_error_page(resp)
+    assert "nonce" in body
     assert (await web_client.get("/api/me")).status == 401
 
 
@@ -221,14 +237,14 @@ async def test_id_token_for_someone_else_is_400(
 ) -> None:
     okta.id_token_claims = claims
     resp = await web_client.session.get(await authorize(web_client), allow_redirects=False)
-    await expect_problem(resp, 400, "SIGN_IN_FAILED")
+    await expect_error_page(resp)
     assert (await web_client.get("/api/me")).status == 401
 
 
 async def test_refused_code_is_400(web_client: TestClient) -> None:
     url = with_query(await authorize(web_client), code="not-a-code")
     resp = await web_client.session.get(url, allow_redirects=False)
-    await expect_problem(resp, 400, "SIGN_IN_FAILED")
+    await expect_error_page(resp)
 
 
 async def test_provider_error_is_400(web_client: TestClient) -> None:
@@ -236,21 +252,22 @@ async def test_provider_error_is_400(web_client: TestClient) -> None:
     resp = await web_client.get(
         "/auth/callback", params={"error": "access_denied", "state": query["state"]}
     )
-    body = await expect_problem(resp, 400, "SIGN_IN_FAILED")
-    assert "access_denied" in body["detail"]
+    body = await expect_error_page(resp)
+    assert "access_denied" in body
 
 
 async def test_slow_sign_in_is_400(web_client: TestClient, clock: Clock) -> None:
     url = await authorize(web_client)
     clock.advance(web_client.app[SETTINGS].browser_login_timeout + 1)
     resp = await web_client.session.get(url, allow_redirects=False)
-    await expect_problem(resp, 400, "SIGN_IN_FAILED")
+    await expect_error_page(resp)
 
 
-async def test_unreachable_provider_is_503(web_client: TestClient, okta: FakeOkta) -> None:
-    okta.online = False
-    resp = await web_client.get("/auth/login", allow_redirects=False)
-    await expect_problem(resp, 503, "SERVICE_UNAVAILABLE")
+async def test_unreachable_provider_is_503(make_client: MakeClient, okta: FakeOkta) -> None:
+    okta.online = False  # at start-up and since
+    client = await make_client(okta_client_id=CLIENT_ID)
+    resp = await client.get("/auth/login", allow_redirects=False)
+    await expect_error_page(resp, 503)
 
 
 async def test_sign_in_without_a_client_id_is_not_configured(client: TestClient) -> None:
@@ -277,13 +294,17 @@ async def test_a_tampered_cookie_is_no_session(web_client: TestClient, okta: Fak
 # --- refresh ----------------------------------------------------------------------------
 
 
-async def test_token_near_expiry_is_refreshed(web_client: TestClient, okta: FakeOkta) -> None:
-    okta.access_token_ttl = 30  # inside the 60 s refresh margin
+async def test_token_near_expiry_is_refreshed(
+    web_client: TestClient, okta: FakeOkta, clock: Clock
+) -> None:
+    okta.access_token_ttl = 30  # margin: 20 % of the lifetime, 6 s
     await browser_sign_in(web_client, okta)
     okta.access_token_ttl = 3600
+    assert (await web_client.get("/api/me")).status == 200
+    assert grants(okta) == ["authorization_code"]
+    clock.advance(25)
     resp = await web_client.get("/api/me")
     assert resp.status == 200
-    assert set_cookie_header(resp)  # the new tokens are stored
     assert (await web_client.get("/api/me")).status == 200
     assert grants(okta) == ["authorization_code", "refresh_token"]
 
@@ -294,20 +315,22 @@ async def test_refused_refresh_keeps_the_token_until_it_expires(
     okta.access_token_ttl = 30
     await browser_sign_in(web_client, okta)
     okta.revoke_refresh_tokens()
+    clock.advance(25)
     assert (await web_client.get("/api/me")).status == 200
     assert (await web_client.get("/api/me")).status == 200  # no second attempt
     assert grants(okta) == ["authorization_code", "refresh_token"]
-    clock.advance(31)
+    clock.advance(6)
     resp = await web_client.get("/api/me")
     assert resp.status == 401  # sign in again
 
 
 async def test_refresh_while_the_provider_is_down_keeps_the_token(
-    web_client: TestClient, okta: FakeOkta
+    web_client: TestClient, okta: FakeOkta, clock: Clock
 ) -> None:
     okta.access_token_ttl = 30
     await browser_sign_in(web_client, okta)
     okta.online = False
+    clock.advance(25)
     assert (await web_client.get("/api/me")).status == 200
     okta.online = True
     okta.access_token_ttl = 3600
@@ -315,19 +338,20 @@ async def test_refresh_while_the_provider_is_down_keeps_the_token(
     assert grants(okta) == ["authorization_code", "refresh_token"]
 
 
-async def test_refresh_during_a_websocket_upgrade_updates_the_cookie(
-    web_client: TestClient, okta: FakeOkta, writer: Caller
+async def test_refresh_during_a_websocket_upgrade_is_kept(
+    web_client: TestClient, okta: FakeOkta, writer: Caller, clock: Clock
 ) -> None:
     session = await create_session(web_client, writer, is_shared=True)
     okta.access_token_ttl = 30
     await browser_sign_in(web_client, okta)
     okta.access_token_ttl = 3600
+    clock.advance(25)
     ws = await web_client.ws_connect(ws_path(session["id"]), origin=own_origin(web_client))
     assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "connected"
     await ws.close()
     assert grants(okta) == ["authorization_code", "refresh_token"]
     assert (await web_client.get("/api/me")).status == 200
-    assert grants(okta) == ["authorization_code", "refresh_token"]  # the 101 stored it
+    assert grants(okta) == ["authorization_code", "refresh_token"]  # stored server-side
 
 
 # --- CSRF on cookie requests ----------------------------------------------------------------
@@ -482,13 +506,26 @@ async def test_logout_needs_the_csrf_token(web_client: TestClient, okta: FakeOkt
     assert (await web_client.get("/api/me")).status == 200
 
 
-async def test_logout_clears_the_cookie(web_client: TestClient, okta: FakeOkta) -> None:
+async def test_logout_ends_the_session(web_client: TestClient, okta: FakeOkta) -> None:
     await browser_sign_in(web_client, okta)
     token = await page_csrf(web_client)
     resp = await web_client.post("/auth/logout", headers={"X-CSRF-Token": token})
     assert resp.status == 204
-    assert set_cookie_header(resp).startswith('chatsvc_session="";')
+    assert resp.headers["Cache-Control"] == "no-store"
     assert (await web_client.get("/api/me")).status == 401
+
+
+async def test_logout_without_end_session_clears_the_cookie(
+    make_client: MakeClient, okta: FakeOkta
+) -> None:
+    okta.discovery_extra = {"end_session_endpoint": None}
+    client = await make_client(okta_client_id=CLIENT_ID)
+    await browser_sign_in(client, okta)
+    token = await page_csrf(client)
+    resp = await client.post("/auth/logout", headers={"X-CSRF-Token": token})
+    assert resp.status == 204
+    assert set_cookie_header(resp).startswith('chatsvc_session="";')
+    assert (await client.get("/api/me")).status == 401
 
 
 # --- the page -----------------------------------------------------------------------------------------

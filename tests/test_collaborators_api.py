@@ -159,3 +159,106 @@ async def test_removing_from_a_missing_session_is_session_not_found_whatever_the
     )
     assert resp.status == 404
     assert (await resp.json())["detail"] == "Chat session not found"
+
+
+# --- identity is (iss, sub); an email is only a label ------------------------------------
+
+
+async def test_adding_by_user_id_adds_exactly_that_user(client, writer, other_writer):
+    them = await sign_in(client, other_writer)
+    session = await create_session(client, writer)
+    resp = await client.post(
+        base(session["id"]), json={"user_id": them["id"]}, headers=writer.headers
+    )
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["user_id"], body["email"]) == (them["id"], other_writer.email)
+    again = await client.post(
+        base(session["id"]), json={"user_id": them["id"]}, headers=writer.headers
+    )
+    assert again.status == 200
+    assert await again.json() == body
+
+
+async def test_adding_an_unknown_user_id_is_not_found(client, writer):
+    session = await create_session(client, writer)
+    resp = await client.post(
+        base(session["id"]), json={"user_id": str(uuid.uuid4())}, headers=writer.headers
+    )
+    assert resp.status == 404
+    assert (await resp.json())["detail"] == "User not found"
+
+
+async def test_adding_the_owner_by_user_id_is_400(client, writer):
+    me = await sign_in(client, writer)
+    session = await create_session(client, writer)
+    resp = await client.post(
+        base(session["id"]), json={"user_id": me["id"]}, headers=writer.headers
+    )
+    assert resp.status == 400
+    assert [e["field"] for e in (await resp.json())["errors"]] == ["user_id"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"email": "a@example.com", "user_id": str(uuid.uuid4())}, {"user_id": "not-a-uuid"}],
+    ids=["neither", "both", "malformed"],
+)
+async def test_a_collaborator_body_names_one_user(client, writer, body):
+    session = await create_session(client, writer)
+    resp = await client.post(base(session["id"]), json=body, headers=writer.headers)
+    assert resp.status == 400, await resp.text()
+
+
+async def test_someone_else_signing_in_with_the_same_email_is_never_added(client, caller, writer):
+    """The impersonation: an attacker signs in first at an IdP that lets them claim
+    the victim's email. Adding by that email must not reach the attacker."""
+    attacker = caller("attacker-sub", "write", email="victim@example.com")
+    victim = caller("victim-sub", "write", email="victim@example.com")
+    attacker_me = await sign_in(client, attacker)
+    victim_me = await sign_in(client, victim)
+    assert attacker_me["id"] != victim_me["id"]
+    session = await create_session(client, writer)
+
+    resp = await client.post(
+        base(session["id"]), json={"email": "victim@example.com"}, headers=writer.headers
+    )
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["detail"] == "Several users have this email; add by user_id"
+    assert await collaborators_of(client, writer, session["id"]) == []
+
+    # Case does not make two emails different people either.
+    resp = await client.post(
+        base(session["id"]), json={"email": "VICTIM@example.com"}, headers=writer.headers
+    )
+    assert resp.status == 409
+
+    resp = await client.post(
+        base(session["id"]), json={"user_id": victim_me["id"]}, headers=writer.headers
+    )
+    assert resp.status == 201
+    listed = await collaborators_of(client, writer, session["id"])
+    assert [entry["user_id"] for entry in listed] == [victim_me["id"]]
+    # The attacker still cannot read the private session.
+    read = await client.get(f"/api/chat/sessions/{session['id']}", headers=attacker.headers)
+    assert read.status in (403, 404)
+
+
+async def test_an_email_change_at_the_idp_keeps_the_same_user(client, caller):
+    first = await sign_in(client, caller("stable-sub", "write", email="old@example.com"))
+    second = await sign_in(client, caller("stable-sub", "write", email="new@example.com"))
+    assert first["id"] == second["id"]
+    assert second["email"] == "new@example.com"
+
+
+async def test_the_idp_user_id_is_recorded(client, caller):
+    from sqlalchemy import select
+
+    from chatsvc.keys import DB_SESSIONS
+    from chatsvc.store.models import User
+
+    await sign_in(client, caller("okta-sub-1", "write", email="u1@example.com", uid="00u1abc"))
+    await sign_in(client, caller("plain-sub-2", "write", email="u2@example.com"))
+    async with client.app[DB_SESSIONS]() as db:
+        rows = dict((await db.execute(select(User.subject, User.idp_user_id))).all())
+    assert rows == {"okta-sub-1": "00u1abc", "plain-sub-2": "plain-sub-2"}

@@ -120,8 +120,11 @@ def test_accepted_issuers(config, issuer):
     assert config(OKTA_ISSUER=issuer).okta_issuer == issuer
 
 
-def test_issuer_trailing_slash_is_dropped(config):
-    assert config(OKTA_ISSUER="https://example.okta.com/").okta_issuer == "https://example.okta.com"
+def test_issuer_trailing_slash_is_kept(config):
+    # Auth0-style issuers end in "/": iss is compared with the setting exactly.
+    settings = config(OKTA_ISSUER="https://tenant.auth0.com/")
+    assert settings.okta_issuer == "https://tenant.auth0.com/"
+    assert settings.discovery_url == "https://tenant.auth0.com/.well-known/openid-configuration"
 
 
 def test_production_with_a_real_issuer_starts(config):

@@ -265,3 +265,28 @@ async def test_readyz_answers_503_until_the_keys_are_loaded(make_client, okta):
     resp = await client.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["keys"] == "loaded"
+
+
+# --- issuers ending in "/" and the first lazy key load ------------------------------------------
+
+
+async def test_an_issuer_ending_in_a_slash_is_matched_exactly(make_client, okta):
+    okta.trailing_slash = True  # Auth0 style: "https://tenant.auth0.com/"
+    client = await make_client()
+    assert okta.issuer.endswith("/")
+    good = okta.token(USER, GROUPS["write"])
+    assert (await client.get("/api/me", headers=bearer(good))).status == 200
+    stripped = okta.token(USER, GROUPS["write"], iss=okta.issuer.rstrip("/"))
+    await assert_invalid_token(await client.get("/api/me", headers=bearer(stripped)))
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_key_rotated_after_a_lazy_first_load_is_accepted_at_once(make_client, okta):
+    okta.online = False  # start-up cannot load the keys
+    client = await make_client()
+    okta.online = True
+    first = okta.token(USER, GROUPS["write"])
+    assert (await client.get("/api/me", headers=bearer(first))).status == 200  # lazy load
+    okta.rotate(hard=True)
+    rotated = okta.token(USER, GROUPS["write"])
+    assert (await client.get("/api/me", headers=bearer(rotated))).status == 200

@@ -22,6 +22,10 @@ class GroupMapping:
             for group in groups:
                 self._by_group[group] = max(level, self._by_group.get(group, level))
 
+    @property
+    def claim(self) -> str:
+        return self._claim
+
     def groups_of(self, claims: dict[str, Any]) -> tuple[str, ...]:
         raw = claims.get(self._claim)
         if isinstance(raw, str):

@@ -64,12 +64,17 @@ class HttpKeySource:
 
     async def fetch(self) -> KeySet:
         if self._jwks_uri is None:
-            discovery = await self._get_json(f"{self._issuer}/.well-known/openid-configuration")
+            discovery = await self._get_json(discovery_url(self._issuer))
             uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
             if not isinstance(uri, str):
                 raise ValueError("discovery document has no jwks_uri")
             self._jwks_uri = uri
         return KeySet.import_key_set(await self._get_json(self._jwks_uri))
+
+
+def discovery_url(issuer: str) -> str:
+    """OpenID discovery of ``issuer``: an Auth0-style trailing ``/`` is not doubled."""
+    return f"{issuer.rstrip('/')}/.well-known/openid-configuration"
 
 
 class StaticKeySource:
@@ -152,6 +157,11 @@ class TokenValidator:
             except (aiohttp.ClientError, TimeoutError, ValueError, JoseError, OSError) as exc:
                 log.warning("event=jwks_fetch_failed error=%s", type(exc).__name__)
                 return False
+            if self._keys is None:
+                # The first successful load (lazy, when start-up could not fetch)
+                # does not open the window either: a key rotated since must be
+                # picked up by its first use, not 30 s later.
+                self._last_fetch = float("-inf")
             self._keys = keys
             log.info("event=jwks_loaded keys=%d", len(keys.keys))
             return True

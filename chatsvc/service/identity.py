@@ -4,11 +4,14 @@ record the user, cache the result. REST and WebSocket both come through here."""
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatsvc.auth.cache import PermissionCache
+from chatsvc.auth.cache import PermissionCache, token_key
 from chatsvc.auth.groups import GroupMapping
 from chatsvc.auth.principal import Principal
 from chatsvc.auth.tokens import InvalidToken, KeysUnavailable, TokenValidator
@@ -17,6 +20,22 @@ from chatsvc.metrics import Metrics
 from chatsvc.store import users
 
 log = logging.getLogger("chatsvc.auth")
+PROFILES_MAX = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What browser sign-in learned beside the access token (the validated ID
+    token, userinfo): used only where the access token itself says nothing."""
+
+    email: str | None
+    groups: tuple[str, ...] | None  # None: take the groups from the access token
+
+
+def idp_user_id(claims: dict[str, Any]) -> str:
+    """The IdP's immutable user id: Okta's ``uid`` claim, else ``sub``."""
+    uid = claims.get("uid")
+    return uid if isinstance(uid, str) and uid else str(claims["sub"])
 
 
 class Authenticator:
@@ -33,6 +52,15 @@ class Authenticator:
         self.cache = cache
         self._sessions = sessions
         self._metrics = metrics
+        self._profiles: OrderedDict[bytes, Profile] = OrderedDict()
+
+    def note_profile(self, token: str, profile: Profile) -> None:
+        """Browser sign-in: the profile that goes with this access token (bounded, newest kept)."""
+        key = token_key(token)
+        self._profiles[key] = profile
+        self._profiles.move_to_end(key)
+        while len(self._profiles) > PROFILES_MAX:
+            self._profiles.popitem(last=False)
 
     async def authenticate(self, token: str) -> Principal:
         """Raise :class:`Unauthenticated` (401) or :class:`ServiceUnavailable` (503)."""
@@ -52,18 +80,23 @@ class Authenticator:
             raise ServiceUnavailable("Identity provider keys are unavailable") from None
 
         groups = self.mapping.groups_of(claims)
+        profile = self._profiles.get(token_key(token))
+        if profile is not None and profile.groups is not None and self.mapping.claim not in claims:
+            groups = profile.groups
         resolved = self.mapping.resolve(groups)
         email = claims.get("email")
-        email = email if isinstance(email, str) and email else claims["sub"]
+        if not isinstance(email, str) or not email:
+            email = profile.email if profile is not None else None
         try:
             async with self._sessions() as session:
-                user_id = await users.ensure_user(
+                user_id, email = await users.ensure_user(
                     session,
                     claims["iss"],
                     claims["sub"],
                     email,
                     resolved.label if resolved is not None else None,
                     list(groups),
+                    idp_user_id(claims),
                 )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("event=db_unavailable where=authenticate error=%s", type(exc).__name__)

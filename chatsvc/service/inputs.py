@@ -119,7 +119,17 @@ class MessageUpdate(Body):
 
 
 class CollaboratorAdd(Body):
-    email: Annotated[str, Field(min_length=1, max_length=320)]
+    """``{"user_id"}``, or ``{"email"}`` (honoured only when exactly one user has it)."""
+
+    user_id: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+        ),
+    ]
+    email: Annotated[str | None, Field(default=None, min_length=1, max_length=320)]
+    # Exactly one of the two: checked by the use case, which names the field.
 
 
 # --- responses (documentation only; handlers build dicts) -------------------

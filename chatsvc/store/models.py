@@ -99,7 +99,33 @@ class User(Base):
     issuer: Mapped[str] = mapped_column(String(512))
     subject: Mapped[str] = mapped_column(String(255))
     email: Mapped[str] = mapped_column(String(320), index=True)
+    # The IdP's immutable user id (Okta's ``uid`` claim, else ``sub``): what the
+    # IdP names the user by when it ends their access (continuous access).
+    idp_user_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BrowserSession(Base):
+    """A signed-in (or signing-in) browser: the cookie carries only an opaque
+    value whose SHA-256 is ``id``. ``state`` (CSRF token, sign-in in progress)
+    and ``tokens`` (access, refresh and ID token) are Fernet-encrypted with the
+    cookie key. ``version`` is the compare-and-swap counter of token refreshes;
+    ``refresh_until`` is the lease of the process refreshing right now."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    sid: Mapped[str | None] = mapped_column(String(255), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    refresh_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OAuthPermission(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,25 +15,41 @@ async def ensure_user(
     session: AsyncSession,
     issuer: str,
     subject: str,
-    email: str,
+    email: str | None,
     level: str | None,
     groups: list[str],
+    idp_user_id: str | None = None,
     _retry: bool = True,
-) -> uuid.UUID:
-    """Return the user's id, creating the user and updating email and permission when changed."""
+) -> tuple[uuid.UUID, str]:
+    """The user's id and email label, creating the user on first sight and updating
+    email, IdP user id and permission when changed. The user is (``issuer``,
+    ``subject``) and nothing else; ``email`` None keeps the known label (a new
+    user is labelled with ``subject``)."""
     row = (
         await session.execute(
-            select(User.id, User.email, OAuthPermission.level, OAuthPermission.groups)
+            select(
+                User.id,
+                User.email,
+                User.idp_user_id,
+                OAuthPermission.level,
+                OAuthPermission.groups,
+            )
             .outerjoin(OAuthPermission, OAuthPermission.user_id == User.id)
             .where(User.issuer == issuer, User.subject == subject)
         )
     ).one_or_none()
     if row is None:
         user_id = new_id()
+        label = email or subject
         try:
             await session.execute(
                 insert(User).values(
-                    id=user_id, issuer=issuer, subject=subject, email=email, created_at=utcnow()
+                    id=user_id,
+                    issuer=issuer,
+                    subject=subject,
+                    email=label,
+                    idp_user_id=idp_user_id or subject,
+                    created_at=utcnow(),
                 )
             )
             await session.execute(
@@ -47,14 +63,21 @@ async def ensure_user(
             await session.rollback()
             if _retry:
                 return await ensure_user(
-                    session, issuer, subject, email, level, groups, _retry=False
+                    session, issuer, subject, email, level, groups, idp_user_id, _retry=False
                 )
             raise
-        return user_id
-    user_id, known_email, known_level, known_groups = row
+        return user_id, label
+    user_id, known_email, known_idp_id, known_level, known_groups = row
     changed = False
-    if known_email != email:
-        await session.execute(update(User).where(User.id == user_id).values(email=email))
+    values: dict[str, str] = {}
+    if email and known_email != email:
+        values["email"] = email
+    if idp_user_id and known_idp_id != idp_user_id:
+        values["idp_user_id"] = idp_user_id
+    elif known_idp_id is None:
+        values["idp_user_id"] = subject
+    if values:
+        await session.execute(update(User).where(User.id == user_id).values(**values))
         changed = True
     if known_groups is None:
         await session.execute(
@@ -72,16 +95,25 @@ async def ensure_user(
         changed = True
     if changed:
         await session.commit()
-    return user_id
+    return user_id, email or known_email
 
 
-async def find_user_by_email(
-    session: AsyncSession, email: str, prefer_issuer: str
-) -> tuple[uuid.UUID, str] | None:
-    rows = list(
-        await session.execute(select(User.id, User.email, User.issuer).where(User.email == email))
+async def find_user(session: AsyncSession, user_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    row = (
+        await session.execute(select(User.id, User.email).where(User.id == user_id))
+    ).one_or_none()
+    return None if row is None else (row.id, row.email)
+
+
+async def find_users_by_email(
+    session: AsyncSession, email: str, limit: int = 2
+) -> list[tuple[uuid.UUID, str]]:
+    """Users labelled with ``email`` (case-insensitively), at most ``limit``: an
+    email is only a label, so a caller may act on it only when exactly one matches."""
+    rows = await session.execute(
+        select(User.id, User.email)
+        .where(func.lower(User.email) == email.lower())
+        .order_by(User.id)
+        .limit(limit)
     )
-    if not rows:
-        return None
-    rows.sort(key=lambda r: r.issuer != prefer_issuer)
-    return rows[0].id, rows[0].email
+    return [(row.id, row.email) for row in rows]

@@ -1,7 +1,8 @@
 """The browser transport: the page at ``/``, its static files, and browser sign-in.
 
-Sign-in puts the access token in an encrypted session cookie (``chatsvc_session``,
-:mod:`~chatsvc.web.cookie`), either from Okta's authorization-code flow with PKCE
+Sign-in creates a server-side session (a ``browser_sessions`` row; the cookie
+``chatsvc_session`` carries only an opaque id, :mod:`~chatsvc.web.cookie`),
+either from the provider's authorization-code flow with PKCE
 (:mod:`~chatsvc.web.signin`, :mod:`~chatsvc.web.oidc`) or from the development
 sign-in form (:mod:`~chatsvc.web.devsignin`). The cookie is only another token
 source (:mod:`~chatsvc.web.token_source`): its token goes through the same
@@ -18,6 +19,8 @@ the templates and the routes.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from chatsvc.keys import HTTP_CLIENT, SETTINGS
@@ -26,7 +29,17 @@ from chatsvc.web.devsignin import DEV_FORM, dev_login, load_form
 from chatsvc.web.guard import browser_guard
 from chatsvc.web.oidc import OIDC, oidc_client
 from chatsvc.web.page import PAGE_TEMPLATE, STATIC_DIR, index, load_page
-from chatsvc.web.signin import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH, callback, login, logout
+from chatsvc.web.refresh import REFRESHER, Refresher
+from chatsvc.web.signin import (
+    CALLBACK_PATH,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    TOKEN_PATH,
+    callback,
+    login,
+    logout,
+    token,
+)
 from chatsvc.web.token_source import save_session_on_upgrade, session_token
 
 __all__ = [
@@ -38,9 +51,19 @@ __all__ = [
 ]
 
 
+async def oidc_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start-up: discovery and the ID-token key set now, not at the first sign-in."""
+    oidc = app[OIDC]
+    if oidc is not None:
+        await oidc.start()
+    yield
+
+
 def setup_web(app: web.Application) -> None:
     """The OIDC client (none with the development issuer), the templates and the routes."""
     app[OIDC] = oidc_client(app[SETTINGS], lambda: app[HTTP_CLIENT])
+    app[REFRESHER] = Refresher()
+    app.cleanup_ctx.append(oidc_ctx)
     app[PAGE_TEMPLATE] = load_page()
     app[DEV_FORM] = load_form()
 
@@ -48,5 +71,6 @@ def setup_web(app: web.Application) -> None:
     app.router.add_post(LOGIN_PATH, dev_login)
     app.router.add_get(CALLBACK_PATH, callback)
     app.router.add_post(LOGOUT_PATH, logout)
+    app.router.add_get(TOKEN_PATH, token)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)

@@ -1,5 +1,5 @@
 """The development sign-in form (development issuer only): ``GET /auth/login``
-shows it, ``POST /auth/login`` mints a token into the session cookie."""
+shows it, ``POST /auth/login`` mints a token into a new server-side session."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 from string import Template
 
 from aiohttp import web
-from aiohttp_session import get_session
 
 from chatsvc.errors import NotFound, ValidationFailed
 from chatsvc.keys import AUTHENTICATOR, DEV_ISSUER, REQUEST_ID, SETTINGS
 from chatsvc.settings import Settings
+from chatsvc.web.cookie import Tokens
 from chatsvc.web.responses import no_store, redirect
-from chatsvc.web.session import CSRF_FIELD, check_csrf, csrf_token, store_tokens
+from chatsvc.web.session import CSRF_FIELD, check_csrf, csrf_token, start_session
 
 log = logging.getLogger("chatsvc.auth.browser")
 
@@ -71,6 +71,7 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
         raise ValidationFailed(f"groups: unknown group {unknown[0]!r}")
     token = dev.mint(email, groups, ttl=int(request.app[SETTINGS].dev_sign_in_ttl))
     claims = await request.app[AUTHENTICATOR].validator.validate(token)
-    store_tokens(await get_session(request), token, int(claims["exp"]), None)
+    tokens = Tokens(token, int(claims["exp"]), int(claims["iat"]))
+    await start_session(request, tokens, None, None)
     log.info("event=signed_in method=dev_issuer request_id=%s", request.get(REQUEST_ID))
     raise redirect("/", web.HTTPSeeOther)

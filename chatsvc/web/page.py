@@ -10,8 +10,10 @@ import html
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp_session import get_session
 
-from chatsvc.web.session import csrf_token
+from chatsvc.web.responses import redirect
+from chatsvc.web.session import S_END_SESSION, csrf_token
 
 STATIC_DIR = Path(__file__).parent / "static"
 CSRF_PLACEHOLDER = "{{ csrf_token }}"
@@ -24,6 +26,12 @@ def load_page() -> str:
 
 
 async def index(request: web.Request) -> web.Response:
+    session = await get_session(request)
+    end_session = session.pop(S_END_SESSION, None)
+    if isinstance(end_session, str):
+        # Right after logout: on to the provider's end-session endpoint (RP-initiated
+        # logout), which sends the browser back here.
+        raise redirect(end_session)
     token = await csrf_token(request)
     body = request.app[PAGE_TEMPLATE].replace(CSRF_PLACEHOLDER, html.escape(token))
     response = web.Response(text=body, content_type="text/html")

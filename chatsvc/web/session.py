@@ -1,6 +1,7 @@
-"""What the session cookie holds: the CSRF token (issued, rotated at sign-in and
-checked), the access token with its ``exp``, the refresh token, and a sign-in
-in progress."""
+"""What a browser session's state holds (server-side, :mod:`~chatsvc.web.cookie`):
+the CSRF token (issued, rotated at sign-in and checked), a sign-in in progress,
+and the end-session redirect due after a logout. Its tokens live beside it
+(:class:`~chatsvc.web.cookie.Tokens`)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,23 @@ import hmac
 import logging
 
 from aiohttp import web
-from aiohttp_session import Session, get_session
+from aiohttp_session import get_session
 from authlib.common.security import generate_token  # type: ignore[import-untyped]
 
 from chatsvc.errors import ChatError
-from chatsvc.keys import METRICS, REQUEST_ID
+from chatsvc.keys import AUTHENTICATOR, METRICS, REQUEST_ID
+from chatsvc.service.identity import Profile
+from chatsvc.web.cookie import BrowserRow, Tokens, storage_of
 
 log = logging.getLogger("chatsvc.auth.browser")
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
-# Keys inside the session cookie.
+# Keys inside the session's state.
 S_CSRF = "csrf"
-S_ACCESS = "access_token"
-S_REFRESH = "refresh_token"
-S_EXPIRES = "expires_at"
 S_LOGIN = "login"
+S_END_SESSION = "end_session"  # the provider's logout page, visited on the next page load
 
 
 class CsrfFailed(ChatError):
@@ -60,16 +61,18 @@ async def check_csrf(request: web.Request, supplied: str | None) -> None:
     raise CsrfFailed("Missing or invalid CSRF token")
 
 
-def store_tokens(session: Session, access_token: str, expires_at: int, refresh: str | None) -> None:
-    """A fresh sign-in: drop whatever the session held, and rotate the CSRF token."""
-    session.clear()
-    session[S_CSRF] = generate_token(43)
-    session[S_ACCESS] = access_token
-    session[S_EXPIRES] = expires_at
-    if refresh:
-        session[S_REFRESH] = refresh
+def new_csrf_token() -> str:
+    return str(generate_token(43))
 
 
-def forget_tokens(session: Session) -> None:
-    for key in (S_ACCESS, S_EXPIRES, S_REFRESH):
-        session.pop(key, None)
+async def start_session(
+    request: web.Request, tokens: Tokens, profile: Profile | None, sid: str | None
+) -> BrowserRow:
+    """Record the user, then a fresh server-side session with a new cookie and CSRF token."""
+    authenticator = request.app[AUTHENTICATOR]
+    if profile is not None:
+        authenticator.note_profile(tokens.access_token, profile)
+    principal = await authenticator.authenticate(tokens.access_token)  # records the user
+    return await storage_of(request).sign_in(
+        request, {S_CSRF: new_csrf_token()}, tokens, principal.user_id, sid
+    )

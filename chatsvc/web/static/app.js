@@ -443,7 +443,9 @@ const frameHandlers = {
     setConnection('connected');
     if ($('#status').textContent === RECONNECTING) setStatus('');
     document.body.dataset.wsState = 'open';
+    renewSocketToken(state.ws, false);
   },
+  auth_ok: () => { document.body.dataset.tokenRenewals = String(Number(document.body.dataset.tokenRenewals ?? 0) + 1); },
   message(f) {
     if (f.client_msg_id && f.client_msg_id === state.pending?.id) state.pending = null;
     setTyper(f.user_id, f.user_email, false);
@@ -469,6 +471,27 @@ const frameHandlers = {
     state.pending = null;
   },
 };
+
+// ---------------------------------------------------------------- token renewal
+
+/**
+ * Keeps the socket's token fresh in place: shortly before it expires, fetch the
+ * session's current token (GET /auth/token refreshes it when due) and hand it to
+ * the socket in an `auth` frame. The socket reconnects only when it is itself lost.
+ */
+function renewSocketToken(ws, send = true) {
+  clearTimeout(state.renewTimer);
+  fetch('/auth/token', { headers: { 'X-CSRF-Token': csrf }, credentials: 'same-origin' })
+    .then((res) => (res.ok ? res.json() : null))
+    .then((t) => {
+      if (!t || state.ws !== ws) return;
+      if (send && t.access_token !== state.socketToken) sendFrame({ type: 'auth', access_token: t.access_token });
+      state.socketToken = t.access_token;
+      if (t.renew_at == null) return; // no refresh token: the socket ends at expiry
+      const delay = Math.max(1000, t.renew_at * 1000 - Date.now());
+      state.renewTimer = setTimeout(() => renewSocketToken(ws), delay);
+    }, () => { if (state.ws === ws) state.renewTimer = setTimeout(() => renewSocketToken(ws), 5000); });
+}
 
 // ---------------------------------------------------------------- send box
 
