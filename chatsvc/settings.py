@@ -113,6 +113,8 @@ class Settings(BaseModel):
     broker_timeout: float = Field(2.0, gt=0)
     ws_close_timeout: float = Field(2.0, gt=0)
     ws_backlog_page: int = Field(500, ge=1, le=10_000)
+    ws_replay_ring: int = Field(256, ge=0, le=100_000)
+    presence_interval: float = Field(0.25, ge=0)
 
     # --- audit
     audit_queue_size: int = Field(10_000, ge=1)

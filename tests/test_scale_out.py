@@ -195,8 +195,8 @@ async def test_typing_and_presence_cross_processes(http, nodes, mint):
     sid = await new_session(http, a, alice)
     alice_ws = await join(http, a, sid, alice)
     bob_ws = await join(http, b, sid, bob)
-    joined = await frames_until(alice_ws, lambda f: f["type"] == "user_joined")
-    assert joined[-1]["user_email"] == "bob@example.com"
+    joined = await frames_until(alice_ws, lambda f: f["type"] == "presence" and f["joined"])
+    assert [u["user_email"] for u in joined[-1]["joined"]] == ["bob@example.com"]
 
     # Bob's second socket, on the other process, is not a new arrival.
     bob_again = await join(http, a, sid, bob)
@@ -211,8 +211,8 @@ async def test_typing_and_presence_cross_processes(http, nodes, mint):
     stop = await frames_until(alice_ws, lambda f: f["type"] == "typing")
     assert [f["type"] for f in stop] == ["typing"]
     await bob_again.close()
-    left = await frames_until(alice_ws, lambda f: f["type"] == "user_left")
-    assert left[-1]["user_email"] == "bob@example.com"
+    left = await frames_until(alice_ws, lambda f: f["type"] == "presence" and f["left"])
+    assert [u["user_email"] for u in left[-1]["left"]] == ["bob@example.com"]
     await alice_ws.close()
 
 
