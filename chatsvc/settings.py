@@ -128,6 +128,8 @@ class Settings(BaseModel):
     ws_backlog_page: int = Field(500, ge=1, le=10_000)
     broker_health_check_interval: float = Field(5.0, gt=0)
     broker_down_resync_interval: float = Field(1.0, gt=0)
+    ws_replay_ring: int = Field(256, ge=0, le=100_000)
+    presence_interval: float = Field(0.25, ge=0)
 
     # --- audit
     audit_queue_size: int = Field(10_000, ge=1)

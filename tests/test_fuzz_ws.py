@@ -23,8 +23,6 @@ SERVER_FRAMES = {
     "session_updated",
     "session_deleted",
     "presence",
-    "user_joined",
-    "user_left",
     "typing",
     "pong",
     "auth_ok",

@@ -29,11 +29,53 @@ from tests.ws_helpers import TIMEOUT, connect
 OWNER = uuid.uuid4()
 
 
+class FakeTransport:
+    """Records what the hub writes (whole WebSocket frames)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+
+
 class FakeSocket:
+    """A prepared socket without compression: the hub writes to its transport."""
+
     closed = False
+    prepared = True
+    compress = False
+
+    def __init__(self) -> None:
+        self._writer = FakeWriter()
 
     async def close(self, code: int = 1000, message: bytes = b"") -> None:
         self.closed = True
+
+
+def text_frames(data: bytes) -> list[bytes]:
+    """The payloads of the unmasked text frames in ``data``."""
+    payloads, i = [], 0
+    while i < len(data):
+        length, i = data[i + 1] & 0x7F, i + 2
+        if length == 126:
+            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif length == 127:
+            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        payloads.append(bytes(data[i : i + length]))
+        i += length
+    return payloads
 
 
 def principal(user_id: uuid.UUID) -> Principal:
@@ -63,7 +105,6 @@ def room_with(hub: Hub, session_id: uuid.UUID, next_seq: int, *users: uuid.UUID)
             principal(user_id),
             session_id,
             SessionFacts(OWNER, True, False),
-            100,
             1 << 20,
             None,
             None,
@@ -76,7 +117,8 @@ def room_with(hub: Hub, session_id: uuid.UUID, next_seq: int, *users: uuid.UUID)
 
 
 def delivered(conn: Connection) -> list[int]:
-    return [orjson.loads(data)["seq"] for data in conn._queue]
+    written = conn.ws._writer.transport.data  # type: ignore[attr-defined]
+    return [orjson.loads(payload)["seq"] for payload in text_frames(written)]
 
 
 def new_hub() -> Hub:
@@ -125,7 +167,6 @@ async def test_a_room_still_starting_is_left_to_its_first_members_backlog():
         principal(uuid.uuid4()),
         sid,
         SessionFacts(OWNER, True, False),
-        100,
         1 << 20,
         None,
         None,

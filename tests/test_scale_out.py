@@ -144,8 +144,8 @@ async def test_typing_and_presence_cross_processes(http, nodes, mint):
     sid = await new_session(http, a, alice)
     alice_ws = await join(http, a, sid, alice)
     bob_ws = await join(http, b, sid, bob)
-    joined = await frames_until(alice_ws, lambda f: f["type"] == "user_joined")
-    assert joined[-1]["user_email"] == "bob@example.com"
+    joined = await frames_until(alice_ws, lambda f: f["type"] == "presence" and f["joined"])
+    assert [u["user_email"] for u in joined[-1]["joined"]] == ["bob@example.com"]
 
     # Bob's second socket, on the other process, is not a new arrival.
     bob_again = await join(http, a, sid, bob)
@@ -160,8 +160,8 @@ async def test_typing_and_presence_cross_processes(http, nodes, mint):
     stop = await frames_until(alice_ws, lambda f: f["type"] == "typing")
     assert [f["type"] for f in stop] == ["typing"]
     await bob_again.close()
-    left = await frames_until(alice_ws, lambda f: f["type"] == "user_left")
-    assert left[-1]["user_email"] == "bob@example.com"
+    left = await frames_until(alice_ws, lambda f: f["type"] == "presence" and f["left"])
+    assert [u["user_email"] for u in left[-1]["left"]] == ["bob@example.com"]
     await alice_ws.close()
 
 
@@ -233,4 +233,40 @@ async def test_redis_outage_keeps_local_delivery_and_resume_recovers_everything(
     frames = await frames_until(resumed, lambda f: f.get("seq") == 7)
     assert seqs(frames) == [2, 3, 4, 5, 6, 7]
     for ws in (local, resumed, sender):
+        await ws.close()
+
+
+async def test_connected_roster_counts_users_on_every_process(http, nodes, mint):
+    a, b = nodes
+    alice, bob, carol = (
+        mint("alice@example.com"),
+        mint("bob@example.com"),
+        mint("carol@example.com"),
+    )
+    sid = await new_session(http, a, alice)
+    bob_ws = await join(http, b, sid, bob)
+    carol_ws = await join(http, b, sid, carol)
+    # Alice opens the session's room on the other process: the roster comes from Redis.
+    alice_ws = await http.ws_connect(f"{a.url}/api/chat/sessions/{sid}/ws", headers=bearer(alice))
+    connected = await alice_ws.receive_json(timeout=TIMEOUT)
+    assert connected["type"] == "connected"
+    assert connected["online_count"] == 3
+    assert sorted(u["user_email"] for u in connected["online"]) == [
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    ]
+    joined = await frames_until(
+        bob_ws,
+        lambda f: (
+            f["type"] == "presence"
+            and "alice@example.com" in [u["user_email"] for u in f["joined"]]
+        ),
+    )
+    assert joined[-1]["online_count"] == 3
+    await carol_ws.close()
+    left = await frames_until(alice_ws, lambda f: f["type"] == "presence" and f["left"])
+    assert [u["user_email"] for u in left[-1]["left"]] == ["carol@example.com"]
+    assert left[-1]["online_count"] == 2
+    for ws in (alice_ws, bob_ws):
         await ws.close()

@@ -316,6 +316,8 @@ async def test_connected_frame_describes_member_and_session(
         "permission": "write",
         "can_send": True,
         "last_seq": 2,
+        "online": [{"user_id": me["id"], "user_email": writer.email}],
+        "online_count": 1,
     }
     await ws.close()
 

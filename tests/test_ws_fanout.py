@@ -67,7 +67,9 @@ async def test_250_members_receive_all_20_messages_in_order(
 async def test_member_that_does_not_read_is_closed_1013_and_others_get_everything(
     make_client: Callable[..., TestClient], caller: Callable[..., Caller]
 ) -> None:
-    client = await make_client(ws_send_queue_frames=1, message_rate=10_000, message_burst=10_000)
+    client = await make_client(
+        ws_send_queue_bytes=64 * 1024, message_rate=10_000, message_burst=10_000
+    )
     owner = caller("owner@example.com", "write")
     session = await create_session(client, owner, is_shared=True)
     sid = session["id"]

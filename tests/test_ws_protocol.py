@@ -20,7 +20,9 @@ from tests.ws_helpers import (
     frames_before_pong,
     frames_within,
     next_frame,
+    next_presence,
     ping_pong,
+    presence_changes,
 )
 
 MESSAGE_FIELDS = {
@@ -320,7 +322,7 @@ async def test_typing_goes_to_the_others_only(
     session = await create_session(client, writer, is_shared=True)
     typist, _ = await connect(client, writer, session["id"])
     other, _ = await connect(client, other_writer, session["id"])
-    await next_frame(typist, "user_joined")  # other's arrival
+    await next_presence(typist, "joined")  # other's arrival
 
     await typist.send_json({"type": "typing", "is_typing": True})
     frame = await next_frame(other, "typing")
@@ -447,24 +449,23 @@ async def test_typing_keeps_going_while_renewed_before_timeout(
 # --- presence -------------------------------------------------------------------------------
 
 
-async def test_user_joined_and_left_go_to_the_others(
+async def test_presence_joined_and_left_go_to_the_others(
     client: TestClient, writer: Caller, other_writer: Caller
 ) -> None:
     guest = await sign_in(client, other_writer)
     session = await create_session(client, writer, is_shared=True)
     owner, _ = await connect(client, writer, session["id"])
-    ws, _ = await connect(client, other_writer, session["id"])
+    ws, connected = await connect(client, other_writer, session["id"])
+    assert connected["online_count"] == 2
+    assert {u["user_email"] for u in connected["online"]} == {writer.email, other_writer.email}
 
-    joined = await next_frame(owner, "user_joined")
-    assert joined["user_id"] == guest["id"]
-    assert joined["user_email"] == other_writer.email
-    assert joined["timestamp"]
-    assert [f for f in await frames_before_pong(ws) if f["type"] == "user_joined"] == []
+    joined = await next_presence(owner, "joined")
+    assert joined == [{"user_id": guest["id"], "user_email": other_writer.email}]
+    assert presence_changes(await frames_before_pong(ws), "joined") == []
 
     await ws.close()
-    left = await next_frame(owner, "user_left")
-    assert left["user_id"] == guest["id"]
-    assert left["user_email"] == other_writer.email
+    left = await next_presence(owner, "left")
+    assert left == [{"user_id": guest["id"], "user_email": other_writer.email}]
 
 
 async def test_second_socket_of_a_user_is_not_a_second_join(
@@ -473,10 +474,12 @@ async def test_second_socket_of_a_user_is_not_a_second_join(
     session = await create_session(client, writer, is_shared=True)
     owner, _ = await connect(client, writer, session["id"])
     await connect(client, other_writer, session["id"])
-    await next_frame(owner, "user_joined")
-    second, _ = await connect(client, other_writer, session["id"])
+    await next_presence(owner, "joined")
+    second, connected = await connect(client, other_writer, session["id"])
+    assert connected["online_count"] == 2
     await ping_pong(second)
-    assert [f for f in await frames_before_pong(owner) if f["type"] == "user_joined"] == []
+    await asyncio.sleep(0.3)  # a presence window
+    assert presence_changes(await frames_before_pong(owner), "joined") == []
 
 
 async def test_closing_one_of_two_sockets_is_not_a_leave(
@@ -486,16 +489,17 @@ async def test_closing_one_of_two_sockets_is_not_a_leave(
     owner, _ = await connect(client, writer, session["id"])
     first, _ = await connect(client, other_writer, session["id"])
     second, _ = await connect(client, other_writer, session["id"])
-    await next_frame(owner, "user_joined")
+    await next_presence(owner, "joined")
 
     await first.close()
     # Wait until the server has let go of the closed socket.
     await eventually(lambda: client.app[HUB].room_size(uuid.UUID(session["id"])) == 2)
     await ping_pong(second)
-    assert [f for f in await frames_before_pong(owner) if f["type"] == "user_left"] == []
+    await asyncio.sleep(0.3)  # a presence window
+    assert presence_changes(await frames_before_pong(owner), "left") == []
 
     await second.close()
-    assert (await next_frame(owner, "user_left"))["user_email"] == other_writer.email
+    assert [u["user_email"] for u in await next_presence(owner, "left")] == [other_writer.email]
 
 
 # --- REST changes reach the sockets ---------------------------------------------------------

@@ -55,6 +55,24 @@ async def next_frame(
             return frame
 
 
+async def next_presence(
+    ws: ClientWebSocketResponse, change: str, within: float = TIMEOUT
+) -> list[dict[str, Any]]:
+    """The users of the next ``presence`` frame with a non-empty ``change``
+    (``"joined"`` or ``"left"``), skipping other frames."""
+    deadline = time.monotonic() + within
+    while True:
+        frame = await next_frame(ws, "presence", within=max(0.01, deadline - time.monotonic()))
+        assert isinstance(frame["online_count"], int) and frame["timestamp"]
+        if frame[change]:
+            return list(frame[change])
+
+
+def presence_changes(frames: list[dict[str, Any]], change: str) -> list[dict[str, Any]]:
+    """Every user listed under ``change`` in these frames' ``presence`` frames."""
+    return [user for f in frames if f["type"] == "presence" for user in f[change]]
+
+
 async def frames_within(ws: ClientWebSocketResponse, seconds: float) -> list[dict[str, Any]]:
     """Every text frame that arrives within ``seconds`` (stops early at a close)."""
     frames: list[dict[str, Any]] = []

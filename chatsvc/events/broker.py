@@ -54,12 +54,17 @@ class Broker(Protocol):
         """Record that the user's last local socket closed; True when none is left anywhere."""
         ...
 
+    async def presence_members(self, session_id: uuid.UUID) -> set[uuid.UUID]:
+        """Every user with a socket in the session, over every process."""
+        ...
+
 
 class MemoryBroker:
     """One process: publishing is delivering."""
 
     def __init__(self) -> None:
         self._handler: EventHandler | None = None
+        self._present: dict[uuid.UUID, set[uuid.UUID]] = {}
 
     @property
     def status(self) -> BrokerStatus:
@@ -79,7 +84,16 @@ class MemoryBroker:
         return None
 
     async def presence_join(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        self._present.setdefault(session_id, set()).add(user_id)
         return True
 
     async def presence_leave(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        users = self._present.get(session_id)
+        if users is not None:
+            users.discard(user_id)
+            if not users:
+                del self._present[session_id]
         return True
+
+    async def presence_members(self, session_id: uuid.UUID) -> set[uuid.UUID]:
+        return set(self._present.get(session_id, ()))

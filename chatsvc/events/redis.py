@@ -381,3 +381,26 @@ class RedisBroker:
                 pipe.pexpire(key, int(key_ttl))
             await pipe.execute()
         return True
+
+    async def presence_members(self, session_id: uuid.UUID) -> set[uuid.UUID]:
+        """Users with a live presence entry in the session, on any process (best
+        effort: empty while Redis is unreachable)."""
+        try:
+            entries = await self._client.hgetall(_presence_key(session_id))
+        except UNREACHABLE as exc:
+            self._mark(False, "presence", exc)
+            return set()
+        except RedisError as exc:
+            self._replied_with_error("presence", exc)
+            return set()
+        now_ms = int(time.time() * 1000)
+        users: set[uuid.UUID] = set()
+        for field, expiry in entries.items():
+            text = field.decode() if isinstance(field, bytes) else str(field)
+            user, _, _node = text.partition(":")
+            try:
+                if int(expiry) > now_ms:
+                    users.add(uuid.UUID(user))
+            except ValueError:
+                continue
+        return users

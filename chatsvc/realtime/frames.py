@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,6 @@ from chatsvc.auth.principal import Principal
 from chatsvc.events import (
     MessageDeleted,
     MessageUpdated,
-    PresenceChanged,
     SessionDeleted,
     SessionUpdated,
     TypingChanged,
@@ -51,7 +51,16 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def connected(principal: Principal, session_id: uuid.UUID, can_send: bool, last_seq: int) -> Frame:
+ROSTER_LIMIT = 200  # users listed in ``connected.online``
+
+
+def connected(
+    principal: Principal,
+    session_id: uuid.UUID,
+    can_send: bool,
+    last_seq: int,
+    online: dict[uuid.UUID, str],
+) -> Frame:
     return {
         "type": "connected",
         "session_id": session_id,
@@ -60,6 +69,11 @@ def connected(principal: Principal, session_id: uuid.UUID, can_send: bool, last_
         "permission": principal.permission,
         "can_send": can_send,
         "last_seq": last_seq,
+        "online": [
+            {"user_id": user_id, "user_email": email}
+            for user_id, email in itertools.islice(online.items(), ROSTER_LIMIT)
+        ],
+        "online_count": len(online),
     }
 
 
@@ -98,12 +112,21 @@ def session_deleted(event: SessionDeleted) -> Frame:
     return {"type": "session_deleted", "session_id": event.session_id}
 
 
-def presence(event: PresenceChanged) -> Frame:
+def presence(
+    changes: dict[uuid.UUID, tuple[str, bool]], online_count: int, timestamp: str
+) -> Frame:
+    """Users whose first socket opened (``joined``) or last one closed (``left``)
+    since the room's previous presence frame (``changes``: user -> (email, joined))."""
+    joined: list[Frame] = []
+    left: list[Frame] = []
+    for user_id, (email, is_join) in changes.items():
+        (joined if is_join else left).append({"user_id": user_id, "user_email": email})
     return {
-        "type": "user_joined" if event.joined else "user_left",
-        "user_id": event.user_id,
-        "user_email": event.user_email,
-        "timestamp": event.timestamp,
+        "type": "presence",
+        "joined": joined,
+        "left": left,
+        "online_count": online_count,
+        "timestamp": timestamp,
     }
 
 

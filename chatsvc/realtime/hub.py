@@ -1,9 +1,12 @@
 """The hub: this process's live WebSocket members, grouped in rooms by session.
 
-A broadcast serialises its frame once and appends the same bytes to every
-member's bounded queue without awaiting any socket; one writer task per member
-drains its queue. A member whose queue is full is closed with 1013, so a slow
-or stalled client never holds back the others.
+A broadcast serialises its frame once, builds the WebSocket frame around it
+once, and writes the same bytes to every member's transport without awaiting
+any socket (:mod:`chatsvc.realtime.wire`). A member with more than
+``ws_send_queue_bytes`` waiting in its transport is closed with 1013, so a slow
+or stalled client never holds back the others. Presence is coalesced per room,
+and each room keeps its access facts and its newest message frames so that a
+connect to a live room needs no query.
 
 Events reach :meth:`Hub.on_event` from the broker, whether published by this
 process or (through Redis) by another one, so REST changes, WebSocket sends and
@@ -42,7 +45,7 @@ from chatsvc.events import (
 from chatsvc.events.broker import Broker
 from chatsvc.metrics import Metrics
 from chatsvc.policy import Action, SessionFacts, allows
-from chatsvc.realtime import frames
+from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import ACCESS_REVOKED, SESSION_DELETED, SHUTDOWN, TOO_SLOW, Disconnect
 
 log = logging.getLogger("chatsvc.realtime")
@@ -57,7 +60,18 @@ class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class Connection:
-    """One member's socket: its facts, its bounded queue and its writer task."""
+    """One member's socket: its facts, its transport and its one close path.
+
+    Frames reach the client by whole pre-built frames written straight to the
+    transport (:mod:`chatsvc.realtime.wire`): no queue, no writer task. The
+    transport's own buffer is the send queue; a member with more than
+    ``max_bytes`` waiting there is closed with 1013. A socket that negotiated
+    permessage-deflate takes the ordinary path (one small drain task in order).
+
+    Every way a connection ends goes through :meth:`close` (from any task,
+    idempotent: hub, timers, the handler) and the handler's ``finally`` awaits
+    :meth:`finish`, the one place that waits for the socket to be closed.
+    """
 
     def __init__(
         self,
@@ -65,7 +79,6 @@ class Connection:
         principal: Principal,
         session_id: uuid.UUID,
         facts: SessionFacts,
-        max_frames: int,
         max_bytes: int,
         request_id: str | None,
         client_ip: str | None,
@@ -74,30 +87,27 @@ class Connection:
         self.id = f"ws{next(_connection_ids)}"
         self.ws = ws
         self.principal = principal
+        self.user_id = principal.user_id
         self.session_id = session_id
         self.facts = facts
         self.request_id = request_id
         self.client_ip = client_ip
         self.log = ConnectionLog(log, {"conn": self.id})
-        self._queue: deque[bytes] = deque()
-        self._max = max_frames
         self._max_bytes = max_bytes
         self._close_timeout = close_timeout
+        self._direct = wire.DirectWriter(ws) if wire.supports_direct(ws) else None
+        # The deflate path only: payloads in order, and the task draining them.
+        self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
+        self._drainer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        # While the backlog of a resume is replayed, live message frames wait here.
-        self._held: list[tuple[bytes, int | None]] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        # While the backlog of a resume is replayed, live frames wait here.
+        self._held: list[tuple[bytes, bytes, int | None]] | None = None
+        self._held_bytes = 0
         self.replayed_seq = 0
         self.closed_with: Disconnect | None = None  # when the server closed it
         self.on_slow: Callable[[], None] | None = None  # set by the hub: counts 1013 closes
-
-    @property
-    def user_id(self) -> uuid.UUID:
-        return self.principal.user_id
 
     @property
     def can_send(self) -> bool:
@@ -105,116 +115,134 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self._closing or self.ws.closed
+        return self.closed_with is not None or self.ws.closed
 
     # --- sending ---------------------------------------------------------
-    def enqueue(self, data: bytes, seq: int | None = None) -> bool:
-        """Queue a frame; False (and a 1013 close) when the member cannot keep up."""
-        if self._closing:
+    def deliver(self, payload: bytes, frame: bytes, seq: int | None = None) -> bool:
+        """Send one frame (``payload`` as JSON, ``frame`` the same on the wire).
+
+        False when it was not sent: the member is closing, or could not keep up
+        (then it is closed with 1013)."""
+        if self.closed_with is not None:
             return False
         if seq is not None and seq <= self.replayed_seq:
             return True  # the backlog already had it (its live copy came late)
         if self._held is not None:
-            if len(self._held) >= self._max:
+            self._held_bytes += len(frame)
+            if self._held_bytes > self._max_bytes:
                 self._too_slow()
                 return False
-            self._held.append((data, seq))
+            self._held.append((payload, frame, seq))
             return True
-        if len(self._queue) >= self._max or self._queued_bytes + len(data) > self._max_bytes:
-            self._too_slow()
-            return False
-        self._queued_bytes += len(data)
-        self._queue.append(data)
-        self._wakeup.set()
-        return True
+        direct = self._direct
+        if direct is not None:
+            if not direct.writable():
+                return False
+            if direct.write(frame) > self._max_bytes:
+                self._too_slow()
+                return False
+            return True
+        return self._enqueue(payload)
+
+    def send_json(self, frame: frames.Frame) -> bool:
+        payload = orjson.dumps(frame)
+        return self.deliver(payload, wire.text_frame(payload))
+
+    async def send_now(self, payload: bytes) -> None:
+        """Send ahead of any held frame (``connected``, the backlog): the handler only."""
+        if self.closed_with is not None:
+            return
+        if self._direct is not None:
+            if self._direct.writable():
+                self._direct.write(wire.text_frame(payload))
+        else:
+            await self.ws.send_frame(payload, WSMsgType.TEXT)
 
     def _too_slow(self) -> None:
         if self.on_slow is not None:
             self.on_slow()
-        self.close_soon(TOO_SLOW)
-
-    def send_json(self, frame: dict[str, Any]) -> bool:
-        return self.enqueue(orjson.dumps(frame))
+        self.close(TOO_SLOW)
 
     def hold_live_frames(self) -> None:
         self._held = []
+        self._held_bytes = 0
 
     def release_held_frames(self) -> None:
-        """End a resume: queue what arrived meanwhile, minus what the backlog already had."""
+        """End a resume: send what arrived meanwhile, minus what the backlog already had."""
         held, self._held = self._held or [], None
-        for data, seq in held:
+        for payload, frame, seq in held:
             if seq is None or seq > self.replayed_seq:
-                self.enqueue(data, seq)
+                self.deliver(payload, frame, seq)
 
-    def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"{self.id}-writer")
+    def _enqueue(self, payload: bytes) -> bool:
+        if self._queued_bytes + len(payload) > self._max_bytes:
+            self._too_slow()
+            return False
+        self._queue.append(payload)
+        self._queued_bytes += len(payload)
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return True
 
-    async def _write_loop(self) -> None:
+    async def _drain(self) -> None:
         queue, ws = self._queue, self.ws
         try:
-            while True:
-                if not queue:
-                    self._idle.set()
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    self._idle.clear()
-                # Drain everything queued per wake-up: no task switch per frame.
-                while queue:
-                    data = queue.popleft()
-                    self._queued_bytes -= len(data)
-                    await ws.send_frame(data, WSMsgType.TEXT)
+            while queue:
+                payload = queue.popleft()
+                self._queued_bytes -= len(payload)
+                await ws.send_frame(payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             self.log.debug("event=ws_write_failed error=%s", type(exc).__name__)
+        finally:
+            self._drainer = None
 
     # --- closing -----------------------------------------------------------
-    def close_soon(self, why: Disconnect) -> None:
-        """Close from any task (the hub's broadcast must not wait for it)."""
-        if self._closing:
-            return
-        self._closing = True
-        asyncio.get_running_loop().create_task(self._close(why))
+    def close(self, why: Disconnect) -> None:
+        """End the connection with ``why``; from any task, at once, idempotent.
 
-    async def close(self, why: Disconnect) -> None:
-        if self._closing:
+        What was already written (e.g. ``session_deleted``) goes out before the
+        close frame; a member that stopped reading cannot take the close frame
+        either, so the wait for it is bounded."""
+        if self.closed_with is not None or self.ws.closed:
             return
-        self._closing = True
-        await self._close(why)
-
-    async def _close(self, why: Disconnect) -> None:
         self.closed_with = why
+        self._held = None
+        self.cancel_expiry()
         self.log.info("event=ws_close code=%d reason=%r", why.code, why.reason)
-        self.cancel_expiry()
-        if self._writer is not None:
-            if why is not TOO_SLOW:
-                # Let queued frames (e.g. session_deleted) go out before the close frame.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._flush(), self._close_timeout)
-            self._writer.cancel()
-        self._queue.clear()
-        self._queued_bytes = 0
-        # A peer that stopped reading cannot take the close frame either: bound the wait.
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close_socket(why), name=f"{self.id}-close"
+        )
+
+    async def _close_socket(self, why: Disconnect) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self.ws.close(code=why.code, message=why.reason.encode()), self._close_timeout
-            )
+            async with asyncio.timeout(self._close_timeout):
+                drainer = self._drainer
+                if drainer is not None:
+                    if why is TOO_SLOW:
+                        self._queue.clear()
+                    await asyncio.shield(drainer)
+                await self.ws.close(code=why.code, message=why.reason.encode())
 
-    async def _flush(self) -> None:
-        if self._queue and self._writer is not None and not self._writer.done():
-            await self._idle.wait()
-
-    async def stop_writer(self) -> None:
-        self._closing = True
+    async def finish(self) -> None:
+        """The handler's ``finally``: wait until the socket is closed, whoever closed it."""
         self.cancel_expiry()
-        if self._writer is not None:
-            self._writer.cancel()
+        self._held = None
+        if self._closer is None and self._drainer is not None:
+            self._drainer.cancel()
+        closer = self._closer
+        if closer is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+                await closer
+        elif not self.ws.closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._close_timeout):
+                    await self.ws.close()
 
     def schedule_expiry(self, expires_at: float) -> None:
         self.cancel_expiry()
         delay = max(0.0, expires_at - time.time())
         self._expiry = asyncio.get_running_loop().call_later(
-            delay, self.close_soon, frames.TOKEN_EXPIRED
+            delay, self.close, frames.TOKEN_EXPIRED
         )
 
     def cancel_expiry(self) -> None:
@@ -239,18 +267,80 @@ class TypingState:
 
 @dataclass
 class Room:
+    """One session's members in this process and what the hub knows about it.
+
+    The access facts (owner, sharing, collaborators) and ``last_seq`` are read
+    from the database when the room opens and then kept current by events, so a
+    connect to a live room needs no query; ``ring`` holds the newest message
+    frames (seq -> payload) for resumes. ``facts_known`` is False until the
+    facts were read, and again once events may have been missed (a broker
+    outage, a deletion): then a connect reads the database as for a new room."""
+
     session_id: uuid.UUID
     # Each user's sockets in this room: the keys are who is present here.
     members: dict[uuid.UUID, set[Connection]] = field(default_factory=dict)
-    size: int = 0
+    # Every socket, in arrival order (the broadcast loop's list).
+    conns: dict[Connection, None] = field(default_factory=dict)
     typing: dict[uuid.UUID, TypingState] = field(default_factory=dict)
     # Message frames are released in seq order (see Hub._on_message).
     next_seq: int | None = None
     pending: dict[int, MessageSent] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
+    # Access facts and the seq of the last message frame released to the room.
+    facts_known: bool = False
+    owner_id: uuid.UUID | None = None
+    is_shared: bool = False
+    collaborators: set[uuid.UUID] = field(default_factory=set)
+    last_seq: int = 0
+    # Every message with ring_floor < seq <= last_seq that still exists is in
+    # ring (None: the ring cannot answer; the database does).
+    ring: dict[int, bytes] = field(default_factory=dict)
+    ring_floor: int | None = None
+    # Who is present over every process (user_id -> email), and the net
+    # changes not yet sent in a presence frame.
+    online: dict[uuid.UUID, str] = field(default_factory=dict)
+    presence_pending: dict[uuid.UUID, tuple[str, bool]] = field(default_factory=dict)
+    presence_sent: float = float("-inf")
+    presence_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.conns)
 
     def connections(self) -> list[Connection]:
-        return [conn for sockets in self.members.values() for conn in sockets]
+        return list(self.conns)
+
+    def facts_for(self, user_id: uuid.UUID) -> SessionFacts:
+        assert self.owner_id is not None
+        return SessionFacts(self.owner_id, self.is_shared, user_id in self.collaborators)
+
+    def ring_append(self, seq: int, payload: bytes, size: int) -> None:
+        if seq <= self.last_seq:  # a late frame after a skipped gap: the ring has holes
+            self.ring.clear()
+            self.ring_floor = None
+            return
+        if self.ring_floor is None or seq != self.last_seq + 1:
+            # Not contiguous (a gap was skipped, a late frame, a new ring): restart.
+            self.ring.clear()
+            self.ring_floor = seq - 1
+        self.ring[seq] = payload
+        while len(self.ring) > size:
+            self.ring_floor = next(iter(self.ring))
+            del self.ring[self.ring_floor]
+
+    def ring_since(self, since: int) -> list[tuple[int, bytes]] | None:
+        """Every stored message after ``since``, or None when the ring does not reach back."""
+        if self.ring_floor is None or since < self.ring_floor:
+            return None
+        return [(seq, payload) for seq, payload in self.ring.items() if seq > since]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRoom:
+    """What a connect to a room with live members takes from the hub."""
+
+    facts: SessionFacts
+    last_seq: int
 
 
 Revoked = Callable[[Connection], None]
@@ -267,26 +357,28 @@ class Hub:
         typing_timeout: float,
         on_revoked: Revoked,
         reorder_wait: float = 0.5,
+        presence_interval: float = 0.25,
+        replay_ring: int = 256,
     ) -> None:
         self.reorder_wait = reorder_wait
         self.broker = broker
         self.metrics = metrics
         self.typing_coalesce = typing_coalesce
         self.typing_timeout = typing_timeout
+        self.presence_interval = presence_interval
+        self.replay_ring = replay_ring
         self.rooms: dict[uuid.UUID, Room] = {}
         # Each user's sockets over every room (for the per-user limit).
         self._by_user: dict[uuid.UUID, set[Connection]] = {}
         self._on_revoked = on_revoked
         self._handlers: dict[type[Event], Callable[[Room, Any], object]] = {
             MessageSent: self._on_message,
-            MessageUpdated: lambda room, e: self.broadcast(room, frames.message_updated(e)),
-            MessageDeleted: lambda room, e: self.broadcast(room, frames.message_deleted(e)),
+            MessageUpdated: self._on_message_updated,
+            MessageDeleted: self._on_message_deleted,
             SessionUpdated: self._on_session_updated,
             SessionDeleted: self._on_session_deleted,
             CollaboratorChanged: self._on_collaborator_changed,
-            PresenceChanged: lambda room, e: self.broadcast(
-                room, frames.presence(e), exclude_user=e.user_id
-            ),
+            PresenceChanged: self._on_presence,
             TypingChanged: self._on_typing,
         }
         broker.attach(self)
@@ -304,13 +396,54 @@ class Hub:
             (room.session_id, user_id) for room in self.rooms.values() for user_id in room.members
         ]
 
+    def live_room(self, session_id: uuid.UUID, user_id: uuid.UUID) -> LiveRoom | None:
+        """The facts of a room with live members here, when they can be trusted
+        (read once, kept current by events, the broker not down)."""
+        room = self.rooms.get(session_id)
+        if room is None or not room.facts_known or self.broker.status == "down":
+            return None
+        return LiveRoom(room.facts_for(user_id), room.last_seq)
+
+    def learn_room(
+        self,
+        session_id: uuid.UUID,
+        snapshot: tuple[uuid.UUID, bool, set[uuid.UUID]],
+        last_seq: int,
+    ) -> None:
+        """Facts read from the database for a room this connect opens (or re-reads)."""
+        room = self.rooms.get(session_id)
+        if room is None:
+            return
+        room.owner_id, room.is_shared, room.collaborators = snapshot
+        room.collaborators = set(room.collaborators)
+        if last_seq > room.last_seq:
+            room.last_seq = last_seq
+            room.ring.clear()
+            room.ring_floor = last_seq
+        elif room.ring_floor is None:
+            room.ring_floor = room.last_seq
+            room.ring.clear()
+        room.facts_known = True
+
+    def replay_from_ring(
+        self, session_id: uuid.UUID, since: int, until: int
+    ) -> list[tuple[int, bytes]] | None:
+        """The message frames after ``since`` up to ``until`` from the room's ring
+        (None when the ring does not reach back that far: ask the database)."""
+        room = self.rooms.get(session_id)
+        if room is None or not room.facts_known or room.last_seq != until:
+            return None
+        return room.ring_since(since)
+
     def add(self, conn: Connection) -> bool:
         """Register a member; True when it is the user's first socket in this process's room."""
-        room = self.rooms.setdefault(conn.session_id, Room(conn.session_id))
+        room = self.rooms.get(conn.session_id)
+        if room is None:
+            room = self.rooms[conn.session_id] = Room(conn.session_id)
         sockets = room.members.setdefault(conn.user_id, set())
         first = not sockets
         sockets.add(conn)
-        room.size += 1
+        room.conns[conn] = None
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         conn.on_slow = self.metrics.ws_slow_closes.inc
         self.metrics.ws_connections.inc()
@@ -323,7 +456,7 @@ class Hub:
         if room is None or sockets is None or conn not in sockets:
             return False
         sockets.discard(conn)
-        room.size -= 1
+        room.conns.pop(conn, None)
         mine = self._by_user.get(conn.user_id)
         if mine is not None:
             mine.discard(conn)
@@ -339,8 +472,9 @@ class Hub:
             if state.is_typing:  # a typist who left has stopped typing
                 self.broker.publish(typing_changed(conn, False))
         if not room.members:
-            if room.gap_timer is not None:
-                room.gap_timer.cancel()
+            for timer in (room.gap_timer, room.presence_timer):
+                if timer is not None:
+                    timer.cancel()
             self.rooms.pop(conn.session_id, None)
         return True
 
@@ -380,7 +514,23 @@ class Hub:
             self._release_pending(room)
 
     def _send_message(self, room: Room, event: MessageSent) -> None:
-        self.broadcast(room, frames.message(event.message), seq=event.seq)
+        seq = event.seq
+        payload = orjson.dumps(frames.message(event.message))
+        if room.facts_known:
+            room.ring_append(seq, payload, self.replay_ring)
+        if seq > room.last_seq:
+            room.last_seq = seq
+        self.broadcast_payload(room, payload, seq=seq)
+
+    def _on_message_updated(self, room: Room, event: MessageUpdated) -> None:
+        seq = int(event.message["seq"])
+        if seq in room.ring:  # a resume replays the message as it is now
+            room.ring[seq] = orjson.dumps(frames.message(event.message))
+        self.broadcast(room, frames.message_updated(event))
+
+    def _on_message_deleted(self, room: Room, event: MessageDeleted) -> None:
+        room.ring.pop(event.seq, None)
+        self.broadcast(room, frames.message_deleted(event))
 
     def _release_pending(self, room: Room) -> None:
         while room.next_seq in room.pending:
@@ -409,15 +559,22 @@ class Hub:
         exclude_user: uuid.UUID | None = None,
         seq: int | None = None,
     ) -> int:
+        return self.broadcast_payload(room, orjson.dumps(frame), exclude_user, seq)
+
+    def broadcast_payload(
+        self,
+        room: Room,
+        payload: bytes,
+        exclude_user: uuid.UUID | None = None,
+        seq: int | None = None,
+    ) -> int:
+        """The same frame, encoded once (JSON and WebSocket header), to every member."""
         started = time.perf_counter()
-        data = orjson.dumps(frame)  # once for the whole room
+        data = wire.text_frame(payload)
         sent = 0
-        for user_id, sockets in list(room.members.items()):
-            if user_id == exclude_user:
-                continue
-            for conn in list(sockets):
-                if conn.enqueue(data, seq):
-                    sent += 1
+        for conn in list(room.conns):
+            if conn.user_id != exclude_user and conn.deliver(payload, data, seq):
+                sent += 1
         self.metrics.ws_frames_sent.inc(sent)
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
         return sent
@@ -429,7 +586,7 @@ class Hub:
             return
         if not allows(conn.principal, Action.WS_REVOKED, conn.facts):
             self._on_revoked(conn)
-            conn.close_soon(ACCESS_REVOKED)
+            conn.close(ACCESS_REVOKED)
             return
         can_send = conn.can_send
         if can_send != could_send or level_changed:
@@ -441,6 +598,7 @@ class Hub:
         self.reevaluate(conn, could_send)
 
     def _on_session_updated(self, room: Room, event: SessionUpdated) -> None:
+        room.owner_id, room.is_shared = event.owner_id, event.is_shared
         self.broadcast(room, frames.session_updated(event))
         for conn in room.connections():
             self._set_facts(
@@ -448,11 +606,16 @@ class Hub:
             )
 
     def _on_session_deleted(self, room: Room, event: SessionDeleted) -> None:
+        room.facts_known = False  # a connect meanwhile asks the database (and finds nothing)
         self.broadcast(room, frames.session_deleted(event))
         for conn in room.connections():
-            conn.close_soon(SESSION_DELETED)
+            conn.close(SESSION_DELETED)
 
     def _on_collaborator_changed(self, room: Room, event: CollaboratorChanged) -> None:
+        if event.added:
+            room.collaborators.add(event.user_id)
+        else:
+            room.collaborators.discard(event.user_id)
         for conn in list(room.members.get(event.user_id, ())):
             self._set_facts(conn, conn.facts.with_collaborator(event.added))
 
@@ -477,10 +640,16 @@ class Hub:
         room = self.rooms.get(session_id)
         if room is None:
             return
+        # Messages may have been missed too: the next connect reads the database
+        # (last_seq, backlog) and the ring starts again.
+        room.facts_known = False
+        room.ring.clear()
+        room.ring_floor = None
         if snapshot is None:
             self._on_session_deleted(room, SessionDeleted(session_id))
             return
         owner, shared, collaborators = snapshot
+        room.owner_id, room.is_shared, room.collaborators = owner, shared, set(collaborators)
         for conn in room.connections():
             self._set_facts(conn, SessionFacts(owner, shared, conn.user_id in collaborators))
         if room.next_seq is None or not messages:
@@ -498,6 +667,53 @@ class Hub:
             room.next_seq = min(waiting) if waiting else top + 1  # past deleted seqs
         for conn in room.connections():
             conn.replayed_seq = max(conn.replayed_seq, top)
+
+    # --- presence ------------------------------------------------------------------
+    def online(self, session_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        room = self.rooms.get(session_id)
+        return room.online if room is not None else {}
+
+    def learn_roster(self, session_id: uuid.UUID, roster: dict[uuid.UUID, str]) -> None:
+        """Users present on other processes when this process's room opened."""
+        room = self.rooms.get(session_id)
+        if room is not None:
+            for user_id, email in roster.items():
+                room.online.setdefault(user_id, email)
+
+    def _on_presence(self, room: Room, event: PresenceChanged) -> None:
+        """Coalesce per room: the first change in a quiet room goes out at once;
+        the next ones wait for the window's end and go out together. A user who
+        joins and leaves within one window is in neither list."""
+        user_id = event.user_id
+        if event.joined:
+            room.online[user_id] = event.user_email
+        else:
+            room.online.pop(user_id, None)
+        pending = room.presence_pending
+        before = pending.pop(user_id, None)
+        if before is None or before[1] == event.joined:
+            pending[user_id] = (event.user_email, event.joined)
+        if room.presence_timer is not None:
+            return
+        wait = room.presence_sent + self.presence_interval - time.monotonic()
+        if wait <= 0:
+            self._flush_presence(room)
+        else:
+            room.presence_timer = asyncio.get_running_loop().call_later(
+                wait, self._flush_presence, room
+            )
+
+    def _flush_presence(self, room: Room) -> None:
+        room.presence_timer = None
+        if not room.presence_pending:
+            return
+        changes, room.presence_pending = room.presence_pending, {}
+        room.presence_sent = time.monotonic()
+        # A change of one user alone is not sent to that user's own sockets (its
+        # connected frame had it); in a batch, a member may find itself listed.
+        only = next(iter(changes)) if len(changes) == 1 else None
+        frame = frames.presence(changes, len(room.online), _now_iso())
+        self.broadcast(room, frame, exclude_user=only)
 
     # --- typing ------------------------------------------------------------------
     def typing(self, conn: Connection, is_typing: bool) -> None:
@@ -564,14 +780,10 @@ class Hub:
 
     # --- shutdown ----------------------------------------------------------------
     async def close_all(self, why: Disconnect = SHUTDOWN) -> None:
-        await asyncio.gather(
-            *(
-                conn.close(why)
-                for sockets in list(self._by_user.values())
-                for conn in list(sockets)
-            ),
-            return_exceptions=True,
-        )
+        conns = [conn for sockets in list(self._by_user.values()) for conn in list(sockets)]
+        for conn in conns:
+            conn.close(why)
+        await asyncio.gather(*(conn.finish() for conn in conns), return_exceptions=True)
 
 
 def _now_iso() -> str:

@@ -36,6 +36,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.typing_timeout_seconds,
         revoked,
         settings.ws_reorder_wait,
+        presence_interval=settings.presence_interval,
+        replay_ring=settings.ws_replay_ring,
     )
     watch: asyncio.Task[None] | None = None
     if isinstance(broker, RedisBroker):

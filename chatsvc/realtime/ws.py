@@ -9,13 +9,13 @@ function (:func:`handle_frame`) maps what they raise to the frame error codes.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatsvc.errors import (
@@ -51,10 +51,11 @@ from chatsvc.realtime.frames import (
     USER_BUSY,
     Disconnect,
 )
-from chatsvc.realtime.hub import Connection, presence_changed
+from chatsvc.realtime.hub import Connection, LiveRoom, presence_changed
 from chatsvc.service import messages as message_service
 from chatsvc.service.inputs import MessageCreate, parse_model
 from chatsvc.store import messages, sessions
+from chatsvc.store.models import User
 
 
 def record_ws_denial(app: web.Application, conn: Connection, action: Action, reason: str) -> None:
@@ -96,6 +97,10 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     refusal: tuple[Disconnect, Action | None] | None = None
     principal = request.get(PRINCIPAL)
     since = _since_seq(request)
+    hub = app[HUB]
+    live: LiveRoom | None = None
+    snapshot: tuple[uuid.UUID, bool, set[uuid.UUID]] | None = None
+    last_seq = 0
     if principal is None:
         refusal = (AUTH_REQUIRED, None)
     elif principal.level is None:
@@ -105,15 +110,32 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     else:
         try:
             session_id = uuid.UUID(request.match_info["session_id"])
-            async with app[DB_SESSIONS]() as db:
-                session, facts = await sessions.load_session(db, session_id, principal.user_id)
-        except (ValueError, NotFound):
+        except ValueError:
             refusal = (SESSION_NOT_FOUND, None)
         else:
-            try:
-                check(principal, Action.WS_CONNECT, facts)
-            except AccessDenied:
-                refusal = (ACCESS_DENIED, Action.WS_CONNECT)
+            # A room with live members here knows its facts (kept current by
+            # events): no query. Otherwise read them, and the whole access
+            # snapshot for the room this connect opens.
+            live = hub.live_room(session_id, principal.user_id)
+            if live is not None:
+                facts, last_seq = live.facts, live.last_seq
+            else:
+                try:
+                    async with app[DB_SESSIONS]() as db:
+                        session, facts = await sessions.load_session(
+                            db, session_id, principal.user_id
+                        )
+                        snapshot = await sessions.access_snapshot(db, session_id)
+                    if snapshot is None:
+                        raise NotFound("gone")
+                    last_seq = session["last_seq"]
+                except NotFound:
+                    refusal = (SESSION_NOT_FOUND, None)
+            if refusal is None:
+                try:
+                    check(principal, Action.WS_CONNECT, facts)
+                except AccessDenied:
+                    refusal = (ACCESS_DENIED, Action.WS_CONNECT)
     await ws.prepare(request)
     if refusal is not None:
         why, action = refusal
@@ -131,7 +153,6 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     assert principal is not None
 
-    hub = app[HUB]
     busy = None
     if hub.room_size(session_id) >= settings.ws_max_per_session:
         busy = ROOM_FULL
@@ -147,7 +168,6 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         principal,
         session_id,
         facts,
-        settings.ws_send_queue_frames,
         settings.ws_send_queue_bytes,
         request.get(REQUEST_ID),
         client_ip(request),
@@ -155,42 +175,68 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     )
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
     conn.hold_live_frames()
+    opens_room = hub.room_size(session_id) == 0
     first_socket = hub.add(conn)
+    if snapshot is not None:
+        hub.learn_room(session_id, snapshot, last_seq)
     try:
         # Present (across processes) before the client hears "connected": from then
         # on, closing the user's other socket is not a departure.
         if first_socket and await hub.broker.presence_join(session_id, principal.user_id):
             hub.broker.publish(presence_changed(conn, joined=True))
-        connected = frames.connected(principal, session_id, conn.can_send, session["last_seq"])
-        await ws.send_frame(orjson.dumps(connected), WSMsgType.TEXT)
+        if opens_room:
+            await load_roster(app, session_id)
+        if live is not None:
+            # What the room released meanwhile is in its ring: start after it.
+            last_seq = max(last_seq, hub.rooms[session_id].last_seq)
+        connected = frames.connected(
+            principal, session_id, conn.can_send, last_seq, hub.online(session_id)
+        )
+        await conn.send_now(orjson.dumps(connected))
         # Without since_seq, start after the last_seq just reported: a message
         # committed after that read but published before hub.add() is otherwise lost.
         # A since_seq past the session's last seq resumes from the last seq: taken
         # as given it would swallow the next live messages.
-        start = min(since, session["last_seq"]) if isinstance(since, int) else session["last_seq"]
-        await replay_backlog(app, conn, start)
+        start = min(since, last_seq) if isinstance(since, int) else last_seq
+        backlog = hub.replay_from_ring(session_id, start, last_seq) if live is not None else None
+        if backlog is not None:
+            for _seq, payload in backlog:
+                await conn.send_now(payload)
+            conn.replayed_seq = last_seq
+        else:
+            await replay_backlog(app, conn, start)
         conn.release_held_frames()
         hub.note_seq(session_id, conn.replayed_seq)
-        conn.start_writer()
         conn.schedule_expiry(principal.expires_at)
         await receive_loop(app, conn)
     except (ConnectionError, RuntimeError) as exc:
         conn.log.debug("event=ws_dropped error=%s", type(exc).__name__)
     except (SQLAlchemyError, OSError) as exc:
         conn.log.warning("event=db_unavailable where=ws_connect error=%s", type(exc).__name__)
-        await conn.close(UNAVAILABLE)
+        conn.close(UNAVAILABLE)
     finally:
-        await conn.stop_writer()
-        if hub.remove(conn) and await hub.broker.presence_leave(session_id, principal.user_id):
+        last_here = hub.remove(conn)
+        await conn.finish()
+        if last_here and await hub.broker.presence_leave(session_id, principal.user_id):
             hub.broker.publish(presence_changed(conn, joined=False))
-        if not ws.closed:
-            with contextlib.suppress(Exception):
-                await ws.close()
         # The code we closed with (ws.close_code is the one the client answered with).
         code = conn.closed_with.code if conn.closed_with is not None else ws.close_code
         conn.log.info("event=ws_closed code=%s", code)
         app[METRICS].ws_closes.labels(str(code)).inc()
     return ws
+
+
+async def load_roster(app: web.Application, session_id: uuid.UUID) -> None:
+    """The users present on other processes, for a room this process just opened
+    (their e-mail addresses from the database: the presence store keeps ids)."""
+    hub = app[HUB]
+    present = await hub.broker.presence_members(session_id)
+    unknown = [user_id for user_id in present if user_id not in hub.online(session_id)]
+    if not unknown:
+        return
+    async with app[DB_SESSIONS]() as db:
+        rows = await db.execute(select(User.id, User.email).where(User.id.in_(unknown)))
+        hub.learn_roster(session_id, {row.id: row.email for row in rows})
 
 
 async def replay_backlog(app: web.Application, conn: Connection, since: int) -> None:
@@ -205,6 +251,7 @@ async def replay_backlog(app: web.Application, conn: Connection, since: int) -> 
         async with app[DB_SESSIONS]() as db:
             page = await messages.list_messages(db, conn.session_id, page_size, after_seq=after)
         for message in page:
+            # Awaited (and drained) page by page: live frames are held meanwhile.
             await conn.ws.send_frame(orjson.dumps(frames.message(message)), WSMsgType.TEXT)
             after = message["seq"]
         conn.replayed_seq = after

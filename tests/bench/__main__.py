@@ -10,7 +10,10 @@ Steps, per database, against a service this command starts itself:
 5. fan-out to 200, 1,000 and 2,000 members (``--quick``: 200), every member a
    distinct read-level user: room fill, then 20 messages 100 ms apart (200 ms at
    2,000 members) for latency and loss, then a burst of 100 messages written back
-   to back for delivered frames per second (at 1,000 members; ``--quick``: 200).
+   to back for delivered frames per second (at 1,000 members; ``--quick``: 200);
+6. chatsvc against the bare aiohttp peer (``../shared/bench/bare_aiohttp_peer.py``,
+   skipped with a message when absent), both driven by this process: see
+   :mod:`tests.bench.peer` and docs/benchmarks.md.
 
 The server is pinned to the first CPU and this driver and the fan-out client
 processes to the others (``--no-pin`` to switch off); the record says who had
@@ -39,6 +42,7 @@ import aiohttp
 from tests.bench import report, scenarios
 from tests.bench.client import Api
 from tests.bench.fanout import run_fanout
+from tests.bench.peer import main as peer_main
 from tests.bench.profiling import PhaseProfiler
 from tests.bench.seed import BenchDatabase, seed_sessions
 from tests.bench.service import (
@@ -78,7 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--large", type=int, help="stored messages for the scale step (100000)")
     parser.add_argument(
-        "--skip", default="", help="comma-separated steps to skip: auth,data,ws,scale,fanout"
+        "--skip",
+        default="",
+        help="comma-separated steps to skip: auth,data,ws,scale,fanout,peer",
     )
     parser.add_argument(
         "--server-loop",
@@ -384,6 +390,14 @@ async def main(argv: list[str] | None = None) -> int:
         if "error" in run:
             print(f"FAILED: {run['error']}")
         print()
+    if "peer" not in args.skip:
+        # chatsvc against the bare aiohttp peer, the same client for both (tests/bench/peer.py).
+        peer_args = ["--db", databases[0], "--runs", "1" if args.quick else "3"]
+        if args.quick:
+            peer_args += ["--members", "200", "--burst", "20", "--idle", "1000"]
+        if args.no_pin:
+            peer_args.append("--no-pin")
+        await peer_main(peer_args)
     print(f"load average at start {record['host']['load_average_at_start']}")
     print(f"written: {out.relative_to(REPO)}")
     return 1 if failed else 0

@@ -316,14 +316,25 @@ const deleteMessage = (item) => api('DELETE', messagePath(item.dataset.messageId
 function setOnline({ user_id: id, user_email: email }, online) {
   if (online) state.online.set(id, email);
   else { state.online.delete(id); setTyper(id, email, false); }
-  renderMembers();
   // A system-style line: not a message, so no seq and no class "message".
-  appendToList(el('li', { className: 'notice', text: `${email} ${online ? 'joined' : 'left'}` }));
+  if (id !== state.me?.id) appendToList(el('li', { className: 'notice', text: `${email} ${online ? 'joined' : 'left'}` }));
+}
+
+/** A coalesced presence frame: who arrived and who left since the last one, and the count. */
+function applyPresence(f) {
+  for (const user of f.joined || []) setOnline(user, true);
+  for (const user of f.left || []) setOnline(user, false);
+  state.onlineCount = f.online_count;
+  renderMembers();
 }
 
 function renderMembers() {
-  $('#members-online').replaceChildren(...[...state.online].map(([id, email]) =>
-    el('li', { text: id === state.me?.id ? `${email} (you)` : email })));
+  const items = [...state.online].map(([id, email]) =>
+    el('li', { text: id === state.me?.id ? `${email} (you)` : email }));
+  // connected.online lists at most 200 users; online_count counts them all.
+  const more = (state.onlineCount ?? state.online.size) - state.online.size;
+  if (more > 0) items.push(el('li', { className: 'notice', text: `and ${more} more` }));
+  $('#members-online').replaceChildren(...items);
 }
 
 function setTyper(userId, email, isTyping) {
@@ -380,7 +391,7 @@ function closeSocket() {
 /** Whatever closed the socket, presence and typing seen through it are no longer known. */
 function forgetSocket() {
   clearInterval(state.pingTimer);
-  Object.assign(state, { ws: null, connected: false });
+  Object.assign(state, { ws: null, connected: false, onlineCount: null });
   document.body.dataset.wsState = 'closed';
   state.online.clear();
   renderMembers();
@@ -436,7 +447,10 @@ const frameHandlers = {
   connected(f) {
     Object.assign(state, { connected: true, retryDelay: 1000, retriedExpiry: false, canSend: Boolean(f.can_send) });
     state.pingTimer = setInterval(() => sendFrame({ type: 'ping' }), PING_MS);
+    state.online.clear();
+    for (const user of f.online || []) state.online.set(user.user_id, user.user_email);
     state.online.set(state.me.id, state.me.email);
+    state.onlineCount = f.online_count ?? state.online.size;
     renderMembers();
     setPermission(f.permission);
     renderSendBox();
@@ -456,8 +470,7 @@ const frameHandlers = {
   session_updated: (f) => replaceSession(f.session),
   session_deleted: (f) => removeSession(f.session_id, 'This session was deleted.'),
   typing: (f) => setTyper(f.user_id, f.user_email, f.is_typing),
-  user_joined: (f) => setOnline(f, true),
-  user_left: (f) => setOnline(f, false),
+  presence: applyPresence,
   permission_changed(f) {
     state.canSend = Boolean(f.can_send);
     setPermission(f.permission);
