@@ -30,6 +30,10 @@ class NotFound(ChatError):
     status, code, title = 404, "NOT_FOUND", "Not Found"
 
 
+class Conflict(ChatError):
+    status, code, title = 409, "CONFLICT", "Conflict"
+
+
 class AccessDenied(ChatError):
     status, code, title = 403, "PERMISSION_DENIED", "Forbidden"
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from chatsvc.auth.principal import Principal
-from chatsvc.errors import ChatError, FieldError, NotFound, ValidationFailed
+from chatsvc.errors import Conflict, FieldError, NotFound, ValidationFailed
 from chatsvc.events import CollaboratorChanged
 from chatsvc.keys import BROKER, DB_SESSIONS
 from chatsvc.policy import Action
@@ -23,10 +23,6 @@ async def list_collaborators(
     async with app[DB_SESSIONS]() as db:
         await authorized_session(db, principal, session_id, Action.COLLABORATOR_LIST)
         return await collaborators.list_collaborators(db, session_id)
-
-
-class AmbiguousEmail(ChatError):
-    status, code, title = 409, "CONFLICT", "Conflict"
 
 
 async def add_collaborator(
@@ -53,7 +49,7 @@ async def add_collaborator(
             assert body.email is not None
             matches = await users.find_users_by_email(db, body.email.strip())
             if len(matches) > 1:
-                raise AmbiguousEmail("Several users have this email; add by user_id")
+                raise Conflict("Several users have this email; add by user_id")
             found = matches[0] if matches else None
         if found is None:
             raise NotFound("User not found")
