@@ -7,6 +7,9 @@ These tests exist when ``CHATSVC_TEST_POSTGRES_URL`` is set (as in CI)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -153,3 +156,41 @@ if PG_URL:
             "/api/chat/sessions", json={"title": "t"}, headers=writer.headers
         )
         assert resp.status == 201
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB filesystem of its own (tmpfs; the tests run as root, as in CI)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"cannot mount a small filesystem: {result.stderr}"
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_readyz_says_database_down_while_the_disk_is_full_and_recovers(
+    aiohttp_client, sqlite_template, small_disk, okta, tmp_path
+):
+    database = small_disk / "chatsvc.db"
+    shutil.copy(sqlite_template, database)
+    settings = settings_for(tmp_path, f"sqlite+aiosqlite:///{database}", okta)
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/readyz")).status == 200
+    filler = small_disk / "filler"
+    with filler.open("wb") as fh, contextlib.suppress(OSError):
+        while True:  # until the filesystem is full
+            fh.write(b"\0" * 65536)
+            fh.flush()
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["database"] == "down"
+    filler.unlink()
+    assert (await client.get("/readyz")).status == 200

@@ -218,3 +218,23 @@ async def test_a_socket_closed_at_shutdown_is_logged_with_the_code_sent(
     assert ws.close_code == 1001 or (await ws.receive()).data == 1001
     closed = [r.getMessage() for r in caplog.records if "event=ws_closed" in r.getMessage()]
     assert closed and all("code=1001" in line for line in closed), closed
+
+
+async def test_free_form_json_with_too_many_values_is_refused(
+    client: TestClient, writer: Caller
+) -> None:
+    session = await create_session(client, writer)
+    ok = await client.post(
+        f"/api/chat/sessions/{session['id']}/messages",
+        json={"content": "c", "metadata": {"v": [0] * 4000}},
+        headers=writer.headers,
+    )
+    assert ok.status == 201
+    resp = await client.post(
+        f"/api/chat/sessions/{session['id']}/messages",
+        json={"content": "c", "metadata": {"v": [0] * 5000}},
+        headers=writer.headers,
+    )
+    assert resp.status == 400
+    error = (await resp.json())["errors"][0]
+    assert error["field"] == "metadata" and "4096 values" in error["message"]

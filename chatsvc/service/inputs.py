@@ -11,10 +11,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chatsvc.errors import FieldError, ValidationFailed
-from chatsvc.store.values import json_depth
+from chatsvc.store.values import json_shape
 
 MAX_JSON_FIELD_BYTES = 16_384
 MAX_JSON_DEPTH = 32
+MAX_JSON_NODES = 4096  # values (objects, arrays, scalars) in one field
 TITLE_MAX = 200
 DESCRIPTION_MAX = 2_000
 CONTENT_MAX = 32_000
@@ -24,9 +25,12 @@ CONTENT_REQUIRED = "Message content is required"
 
 
 def _json_size(value: dict[str, Any], field: str) -> dict[str, Any]:
-    # Depth first: a value nested past orjson's own limit cannot even be measured.
-    if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    # Shape first: a value nested past orjson's own limit cannot even be measured.
+    depth, nodes = json_shape(value, MAX_JSON_DEPTH, MAX_JSON_NODES)
+    if depth > MAX_JSON_DEPTH:
         raise ValueError(f"{field} must be nested at most {MAX_JSON_DEPTH} levels deep")
+    if nodes > MAX_JSON_NODES:
+        raise ValueError(f"{field} must hold at most {MAX_JSON_NODES} values")
     if len(orjson.dumps(value)) > MAX_JSON_FIELD_BYTES:
         raise ValueError(f"{field} must be at most {MAX_JSON_FIELD_BYTES} bytes as JSON")
     return value

@@ -20,21 +20,29 @@ log = logging.getLogger("chatsvc.store")
 READABLE_DEPTH = 128
 
 
-def json_depth(value: Any, limit: int) -> int:
-    """How deeply ``value`` nests (an empty object is 1), counting no further than
-    ``limit + 1``: iterative, so a hostile value cannot exhaust the stack."""
-    deepest = 0
+def json_shape(value: Any, max_depth: int, max_nodes: int) -> tuple[int, int]:
+    """How deeply ``value`` nests (an empty object is 1) and how many values it
+    holds, counting no further than just past either limit: iterative, so a
+    hostile value cannot exhaust the stack or the time."""
+    deepest = nodes = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        nodes += 1
+        if nodes > max_nodes:
+            break
         if not isinstance(item, dict | list):
             continue
         deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
+        if deepest > max_depth:
+            break
         children = item.values() if isinstance(item, dict) else item
         stack.extend((child, depth + 1) for child in children)
-    return deepest
+    return deepest, nodes
+
+
+def json_depth(value: Any, limit: int) -> int:
+    return json_shape(value, limit, 1 << 62)[0]
 
 
 def _dumps(value: Any) -> str:
