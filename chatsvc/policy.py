@@ -199,6 +199,26 @@ def allows(principal: Principal, action: Action, facts: SessionFacts) -> bool:
     )
 
 
+# What a client may do with a session, by the name it is shown under: each is
+# exactly the check the corresponding request makes, so the two cannot disagree.
+PERMISSIONS: dict[str, Action] = {
+    "view": Action.SESSION_READ,
+    "send": Action.MESSAGE_SEND,
+    "update": Action.SESSION_UPDATE,
+    "share": Action.SESSION_SHARE,
+    "delete": Action.SESSION_DELETE,
+    "manage_collaborators": Action.COLLABORATOR_ADD,
+}
+
+
+def permissions(principal: Principal, facts: SessionFacts) -> dict[str, bool]:
+    """``{"view", "send", "update", "share", "delete", "manage_collaborators",
+    "post_system"}``: True exactly where the request would pass the checks."""
+    granted = {name: allows(principal, action, facts) for name, action in PERMISSIONS.items()}
+    granted["post_system"] = granted["send"] and _admin(principal)
+    return granted
+
+
 def session_update_actions(*, content: bool, sharing: bool) -> tuple[Action, ...]:
     """What a ``PUT`` on a session needs: changing sharing is ``session.share``;
     anything else (or a request that changes nothing) is ``session.update``."""

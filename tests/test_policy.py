@@ -12,6 +12,7 @@ import pytest
 from chatsvc.auth.principal import Level, Principal
 from chatsvc.errors import AccessDenied
 from chatsvc.policy import (
+    PERMISSIONS,
     RULES,
     Action,
     ListScope,
@@ -20,6 +21,7 @@ from chatsvc.policy import (
     check,
     check_message_type,
     list_scope,
+    permissions,
     session_update_actions,
 )
 
@@ -142,3 +144,31 @@ def test_list_scope_by_level(level: Level, scope: ListScope) -> None:
 )
 def test_what_a_session_put_needs(content: bool, sharing: bool, actions: tuple) -> None:
     assert session_update_actions(content=content, sharing=sharing) == actions
+
+
+@pytest.mark.parametrize(
+    ("level", "relation", "shared"), list(itertools.product(LEVELS, RELATIONS, [False, True]))
+)
+def test_permissions_say_true_exactly_where_the_checks_pass(
+    level: Level | None, relation: str, shared: bool
+) -> None:
+    principal, resource = who(level), facts(relation, shared)
+    granted = permissions(principal, resource)
+    assert set(granted) == {
+        "view",
+        "send",
+        "update",
+        "share",
+        "delete",
+        "manage_collaborators",
+        "post_system",
+    }
+    for name, action in PERMISSIONS.items():
+        assert granted[name] is expected(action, level, relation, shared, author=False)
+    posts_system = True
+    try:
+        check(principal, Action.MESSAGE_SEND, resource)
+        check_message_type(principal, Action.MESSAGE_SEND, "system")
+    except AccessDenied:
+        posts_system = False
+    assert granted["post_system"] is posts_system
