@@ -807,12 +807,13 @@ function loadAudit(fresh) {
 function auditRow(e) {
   const resource = e.resource_id ? `${e.resource_type} ${e.resource_id}` : e.resource_type;
   return el('tr', { dataset: { action: e.action } },
-    el('td', {}, el('time', { dateTime: e.occurred_at, text: formatTime(e.occurred_at) })),
-    el('td', { text: e.user_email ?? e.user_id ?? '—', title: e.user_id ?? '' }),
-    el('td', { text: e.permission ?? 'none' }),
-    el('td', { className: 'audit-action', text: e.action }),
-    el('td', { text: resource ?? '' }),
-    el('td', { className: 'audit-reason', text: e.reason ?? '' }));
+    // data-label names the column when a phone shows each event as a card.
+    el('td', { dataset: { label: 'When' } }, el('time', { dateTime: e.occurred_at, text: formatTime(e.occurred_at) })),
+    el('td', { text: e.user_email ?? e.user_id ?? '—', title: e.user_id ?? '', dataset: { label: 'User' } }),
+    el('td', { text: e.permission ?? 'none', dataset: { label: 'Level' } }),
+    el('td', { className: 'audit-action', text: e.action, dataset: { label: 'Action' } }),
+    el('td', { text: resource ?? '', dataset: { label: 'Resource' } }),
+    el('td', { className: 'audit-reason', text: e.reason ?? '', dataset: { label: 'Reason' } }));
 }
 
 // ---------------------------------------------------------------- wiring
