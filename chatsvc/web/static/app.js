@@ -9,6 +9,10 @@ const TYPING_IDLE_MS = 3_000; // then say "stopped" after this much quiet
 const TYPING_STALE_MS = 6_000; // forget a remote typer whose "stopped" frame never came
 const PING_MS = 25_000; // keeps idle proxies from dropping the socket
 const RECONNECTING = 'Connection lost — reconnecting…';
+const PAGE_SIZE = 100; // older messages fetched per "load older"
+const AUDIT_PAGE = 100;
+const UUID_RE = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
 
 const $ = (selector) => document.querySelector(selector);
 const csrf = readCsrfToken();
@@ -18,6 +22,10 @@ const state = {
   view: 0, // bumped on each selection so late answers for an earlier one are dropped
   ws: null, connected: false, canSend: false, // connected: the "connected" frame has arrived
   maxSeq: 0, // highest seq shown: the dedupe key and the since_seq of reconnects
+  minSeq: null, hasOlder: false, loadingOlder: false, // the oldest seq shown; whether older ones exist
+  collaborators: [], collabOpen: false,
+  audit: { offset: 0, filters: {} },
+  banner: null, // what clears the current banner: 'action' (next success), 'connection', 'sign-in', 'sticky'
   retryDelay: 1000, retryTimer: null, pingTimer: null,
   online: new Map(), typers: new Map(), // user_id -> email; user_id -> {email, timer}
   typingSentAt: 0, typingIdleTimer: null,
@@ -64,19 +72,45 @@ async function api(method, path, body) {
 const sessionPath = (id) => `/api/chat/sessions/${encodeURIComponent(id)}`;
 const messagePath = (id) => `/api/chat/messages/${encodeURIComponent(id)}`;
 
+const errorText = (err) => {
+  if (err.status === 429) return `Slow down — try again in ${err.retryAfter || 1} s`;
+  return err instanceof ApiError ? err.message : 'Network error — please try again.';
+};
+
+/** The error of a user action: it stays until the next action succeeds (or is dismissed). */
 function showError(err) {
   if (err.status === 401) return showSignIn('Your sign-in has expired.');
-  if (err.status === 429) return setStatus(`Slow down — try again in ${err.retryAfter || 1} s`, 'error');
-  setStatus(err instanceof ApiError ? err.message : 'Network error — please try again.', 'error');
+  setStatus(errorText(err), 'error', 'action');
 }
 
-/** `content` is text or a list of text and nodes; `kind` (info/error) drives the styling. */
-function setStatus(content, kind = 'info') {
-  $('#status').replaceChildren(...[].concat(content));
-  $('#status').dataset.kind = kind;
+/**
+ * `content` is text or a list of text and nodes; `kind` (info/error) drives the styling;
+ * `clears` names the condition whose end removes it: 'action' (the next successful action),
+ * 'connection' (the socket is connected again), or 'sticky'.
+ */
+function setStatus(content, kind = 'info', clears = 'action') {
+  const parts = [].concat(content).filter((part) => part !== '');
+  $('#status').replaceChildren(...parts);
+  $('#status').dataset.kind = parts.length ? kind : '';
+  state.banner = parts.length ? clears : null;
+  $('#status-dismiss').hidden = !parts.length || clears === 'sign-in';
 }
 
-const showSignIn = (text) => setStatus([`${text} `, el('a', { href: '/auth/login', text: 'Sign in' })], 'error');
+/** The condition `what` ended: drop the banner it caused. */
+function clearStatus(what) {
+  if (state.banner === what) setStatus('');
+}
+
+/** A user action succeeded: an earlier action's error no longer applies. */
+const succeeded = () => clearStatus('action');
+
+function showSignIn(text) {
+  closeSocket();
+  $('#app').hidden = true;
+  $('#landing').hidden = false;
+  $('#identity').hidden = $('#sign-out').hidden = $('#audit-toggle').hidden = $('#connection').hidden = true;
+  setStatus([`${text} `, el('a', { href: '/auth/login', text: 'Sign in' })], 'info', 'sign-in');
+}
 
 // ---------------------------------------------------------------- identity
 
@@ -85,11 +119,16 @@ async function start() {
   try {
     state.me = await api('GET', '/api/me');
   } catch (err) {
-    return err.status === 401 ? showSignIn('You are not signed in.') : showError(err);
+    return err.status === 401 ? showSignIn('You are not signed in.') : setStatus(errorText(err), 'error', 'sticky');
   }
   $('#app').hidden = false;
+  $('#connection').hidden = false;
   renderMe();
-  if (!state.me.permission) return setStatus('Your account has no chat permission. Ask an administrator for access.');
+  if (!state.me.permission) {
+    $('#no-sessions-hint').textContent = 'Your account has no chat permission yet.';
+    renderSessions();
+    return setStatus('Your account has no chat permission. Ask an administrator for access.', 'info', 'sticky');
+  }
   await loadSessions();
   const wanted = location.hash.slice(1); // reloading keeps the selected session
   if (state.sessions.some((s) => s.id === wanted)) selectSession(wanted);
@@ -100,6 +139,8 @@ function renderMe() {
   $('#me-email').textContent = email;
   $('#me-permission').textContent = permission ?? 'no chat permission';
   $('#identity').hidden = $('#sign-out').hidden = false;
+  $('#audit-toggle').hidden = permission !== 'admin';
+  if (permission !== 'admin') showAudit(false);
   const canCreate = WRITE_LEVELS.includes(permission);
   $('#new-session-fieldset').disabled = !canCreate;
   const reason = $('#new-session-disabled-reason');
@@ -128,6 +169,7 @@ const loadSessions = () => api('GET', '/api/chat/sessions?limit=200')
 function renderSessions() {
   $('#session-list').replaceChildren(...state.sessions.map(sessionItem));
   $('#no-sessions').hidden = state.sessions.length > 0;
+  document.body.dataset.sessionOpen = String(Boolean(state.current));
 }
 
 function sessionItem(session) {
@@ -150,6 +192,7 @@ function renderSessionPane() {
   $('#session-title').textContent = session.title;
   $('#session-shared-badge').hidden = !session.is_shared;
   // Collaborator status is not cheap to learn, so any writer may try to rename; a 403 shows why not.
+  $('#session-settings').hidden = !canWrite;
   $('#session-rename-form').hidden = !canWrite;
   const rename = $('#session-rename-input');
   if (document.activeElement !== rename) rename.value = session.title;
@@ -158,6 +201,7 @@ function renderSessionPane() {
   const confirmGroup = $('#session-delete-confirm-group');
   if (!ownerOrAdmin) confirmGroup.hidden = true;
   $('#session-delete').hidden = !ownerOrAdmin || !confirmGroup.hidden;
+  renderCollaborators();
 }
 
 function createSession(event) {
@@ -167,12 +211,13 @@ function createSession(event) {
   api('POST', '/api/chat/sessions', { title, is_shared: $('#new-session-shared').checked }).then((session) => {
     state.sessions.unshift(session);
     event.target.reset();
-    setStatus(`Created session “${session.title}”.`);
+    setStatus(`Created session “${session.title}”.`, 'info', 'action');
     selectSession(session.id);
   }, showError);
 }
 
-const updateSession = (changes) => api('PUT', sessionPath(state.current.id), changes).then(replaceSession, showError);
+const updateSession = (changes) => api('PUT', sessionPath(state.current.id), changes)
+  .then((session) => { succeeded(); replaceSession(session); }, showError);
 
 function deleteSession() {
   const { id } = state.current;
@@ -191,7 +236,7 @@ function removeSession(id, message) {
   renderSessions();
   if (state.current?.id !== id) return;
   selectSession(null);
-  setStatus(message);
+  setStatus(message, 'info', 'action');
 }
 
 function toggleDeleteConfirm(show) {
@@ -208,26 +253,72 @@ async function selectSession(id) {
   state.current = state.sessions.find((s) => s.id === id) ?? null;
   history.replaceState(null, '', state.current ? `#${id}` : location.pathname + location.search);
   $('#session-delete-confirm-group').hidden = true;
+  $('#session-settings').open = false;
+  state.collaborators = [];
+  showAudit(false);
   renderSessions();
   renderSessionPane();
   renderSendBox();
   if (!state.current) return;
   try {
-    // A fresh last_seq lets us ask for the newest 500 (before_seq), not the first 500; since_seq on
-    // the socket then delivers anything newer, so nothing is missed between the two.
-    const fresh = await api('GET', `${sessionPath(id)}?include_messages=false`);
+    // The newest 100 messages and whether older ones exist; since_seq on the socket then
+    // delivers anything newer, so nothing is missed between the two.
+    const fresh = await api('GET', sessionPath(id));
     if (view !== state.view) return;
-    replaceSession(fresh);
-    const page = fresh.last_seq > 0 ? `&before_seq=${fresh.last_seq + 1}` : '';
-    const messages = await api('GET', `${sessionPath(id)}/messages?limit=500${page}`);
-    if (view !== state.view) return;
+    const { messages = [], has_more_messages: hasMore = false, ...session } = fresh;
+    replaceSession(session);
     messages.forEach((m) => appendMessage(normalise(m), true));
+    state.minSeq = messages.length ? messages[0].seq : null;
+    state.hasOlder = Boolean(hasMore);
+    renderHistoryTop();
+    renderEmptyConversation();
   } catch (err) {
     if (view === state.view) showError(err);
     return;
   }
+  if (state.collabOpen) loadCollaborators();
   connect();
 }
+
+/** Older history, through before_seq, prepended without moving what the reader looks at. */
+async function loadOlder() {
+  if (!state.current || !state.hasOlder || state.loadingOlder || state.minSeq == null) return;
+  const view = state.view;
+  state.loadingOlder = true;
+  renderHistoryTop();
+  try {
+    const older = await api('GET', `${sessionPath(state.current.id)}/messages?before_seq=${state.minSeq}&limit=${PAGE_SIZE}`);
+    if (view !== state.view) return;
+    const box = $('#message-scroller');
+    const anchor = $('#message-list').firstElementChild;
+    const anchorTop = anchor ? anchor.getBoundingClientRect().top : 0;
+    const items = older.filter((m) => m.seq < state.minSeq).map((m) => messageItem(normalise(m)));
+    $('#message-list').prepend(...items);
+    if (older.length) state.minSeq = Math.min(state.minSeq, older[0].seq);
+    state.hasOlder = older.length >= PAGE_SIZE;
+    state.loadingOlder = false;
+    renderHistoryTop();
+    renderEmptyConversation();
+    // The message that was at the top stays where the reader saw it.
+    if (anchor) box.scrollTop += anchor.getBoundingClientRect().top - anchorTop;
+  } catch (err) {
+    if (view === state.view) showError(err);
+  } finally {
+    if (view === state.view && state.loadingOlder) { state.loadingOlder = false; renderHistoryTop(); }
+  }
+}
+
+function renderHistoryTop() {
+  const button = $('#load-older');
+  button.hidden = !state.hasOlder;
+  button.disabled = state.loadingOlder;
+  button.textContent = state.loadingOlder ? 'Loading older messages…' : 'Load older messages';
+  $('#history-start').hidden = state.hasOlder || state.minSeq == null;
+}
+
+const renderEmptyConversation = () => {
+  $('#no-messages').hidden = !state.current || Boolean($('#message-list').querySelector('li.message'));
+};
 
 // ---------------------------------------------------------------- messages
 
@@ -241,10 +332,12 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'short', time
 const formatTime = (iso) => (Number.isNaN(Date.parse(iso)) ? '' : timeFormat.format(new Date(iso)));
 
 function resetConversation() {
-  Object.assign(state, { maxSeq: 0, pending: null, canSend: false });
+  Object.assign(state, { maxSeq: 0, minSeq: null, hasOlder: false, loadingOlder: false, pending: null, canSend: false });
   state.online.clear();
   clearTypers();
   $('#message-list').replaceChildren();
+  renderHistoryTop();
+  renderEmptyConversation();
   renderMembers();
 }
 
@@ -252,7 +345,9 @@ function appendMessage(message, follow = message.userId === state.me.id) {
   // seq only grows within a session, so anything at or below the highest shown is a repeat.
   if (message.seq <= state.maxSeq) return;
   state.maxSeq = message.seq;
+  state.minSeq ??= message.seq;
   appendToList(messageItem(message), follow);
+  renderEmptyConversation();
 }
 
 /** Follows new lines only when the reader is already at the bottom (or wrote the line). */
@@ -263,53 +358,95 @@ function appendToList(item, follow = false) {
   if (atBottom || follow) box.scrollTop = box.scrollHeight;
 }
 
+/**
+ * Message text as DOM nodes: text nodes, and <a> only for http(s) URLs. Never innerHTML, so
+ * `<script>` in a message stays text; `javascript:` and other schemes are never links.
+ */
+function linkify(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    let raw = match[0];
+    // Sentence punctuation after a URL is not part of it; a ")" is only when it closes a "(".
+    while (/[.,;:!?'\]]$/.test(raw) || (raw.endsWith(')') && (raw.match(/\(/g)?.length ?? 0) < (raw.match(/\)/g)?.length ?? 0))) {
+      raw = raw.slice(0, -1);
+    }
+    let url = null;
+    try { url = new URL(raw); } catch { /* not a URL after all: stays text */ }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) continue;
+    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+    nodes.push(el('a', { href: url.href, text: raw, rel: 'noopener noreferrer', target: '_blank' }));
+    last = match.index + raw.length;
+  }
+  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}
+
+const renderContent = (node, text) => node.replaceChildren(...linkify(text ?? ''));
+
 function messageItem(m) {
   const own = m.userId === state.me.id;
-  const item = el('li', { className: `message message--${m.type}${own ? ' message--own' : ''}`, dataset: { seq: m.seq, messageId: m.id } },
+  // tabindex -1: a click or tap focuses the message, which reveals its actions (focus-within).
+  const item = el('li', { className: `message message--${m.type}${own ? ' message--own' : ''}`, dataset: { seq: m.seq, messageId: m.id }, tabIndex: -1 },
     el('div', { className: 'message-meta' },
       el('span', { className: 'message-author', text: m.email || 'unknown' }),
       el('time', { className: 'message-time', dateTime: m.at ?? '', text: formatTime(m.at) }),
       el('span', { className: 'message-edited', text: '(edited)', hidden: !m.edited })),
-    el('p', { className: 'message-content', text: m.content }));
+    el('p', { className: 'message-content' }, ...linkify(m.content ?? '')));
   if (own) {
+    const label = (verb) => `${verb} your message from ${formatTime(m.at) || 'earlier'}`;
     item.append(el('div', { className: 'message-actions' },
-      el('button', { type: 'button', className: 'message-edit', text: 'Edit', onclick: () => startEdit(item) }),
-      el('button', { type: 'button', className: 'message-delete', text: 'Delete', onclick: () => deleteMessage(item) })));
+      el('button', { type: 'button', className: 'message-edit', text: 'Edit', title: label('Edit'), onclick: () => startEdit(item) }),
+      el('button', { type: 'button', className: 'message-delete', text: 'Delete', title: label('Delete'), onclick: () => deleteMessage(item) })));
   }
   return item;
 }
 
 const findMessage = (id) => $('#message-list').querySelector(`li.message[data-message-id="${CSS.escape(id)}"]`);
-const removeMessage = (id) => findMessage(id)?.remove();
+function removeMessage(id) {
+  findMessage(id)?.remove();
+  renderEmptyConversation();
+}
 
 function updateMessage(message) {
   const item = findMessage(message.id);
   if (!item) return;
-  item.querySelector('.message-content').textContent = message.content;
+  renderContent(item.querySelector('.message-content'), message.content);
   item.querySelector('.message-edited').hidden = !message.edited;
 }
 
+/** Inline edit: Enter saves, Shift+Enter adds a line, Escape cancels; focus returns to Edit. */
 function startEdit(item) {
   if (item.querySelector('.message-edit-form')) return;
   const content = item.querySelector('.message-content');
-  const input = el('textarea', { className: 'message-edit-input', value: content.textContent, rows: 2, 'aria-label': 'Edit message' });
-  const done = () => { form.remove(); content.hidden = false; };
-  const form = el('form', { className: 'message-edit-form' }, input,
-    el('button', { type: 'submit', text: 'Save' }),
-    el('button', { type: 'button', text: 'Cancel', onclick: done }));
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
+  const input = el('textarea', { className: 'message-edit-input', value: content.textContent, rows: 2, 'aria-label': 'Edit message', maxLength: 32000 });
+  const done = () => {
+    form.remove();
+    content.hidden = false;
+    item.querySelector('.message-edit')?.focus();
+  };
+  const save = () => {
+    if (!input.value.trim()) return;
     api('PUT', messagePath(item.dataset.messageId), { content: input.value })
-      .then((m) => { updateMessage(normalise(m)); done(); }, showError);
+      .then((m) => { succeeded(); updateMessage(normalise(m)); done(); }, showError);
+  };
+  const form = el('form', { className: 'message-edit-form' }, input,
+    el('div', { className: 'edit-buttons' },
+      el('button', { type: 'submit', text: 'Save' }),
+      el('button', { type: 'button', text: 'Cancel', onclick: done }),
+      el('span', { className: 'muted', text: 'Enter saves · Escape cancels' })));
+  form.addEventListener('submit', (event) => { event.preventDefault(); save(); });
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') { event.preventDefault(); done(); }
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) { event.preventDefault(); save(); }
   });
-  input.addEventListener('keydown', (event) => { if (event.key === 'Escape') done(); });
   content.hidden = true;
   content.after(form);
   input.focus();
 }
 
 const deleteMessage = (item) => api('DELETE', messagePath(item.dataset.messageId))
-  .then(() => removeMessage(item.dataset.messageId), showError);
+  .then(() => { succeeded(); removeMessage(item.dataset.messageId); }, showError);
 
 // ---------------------------------------------------------------- presence and typing
 
@@ -410,7 +547,7 @@ function onSocketClosed(event) {
   if (event.code === 1008) return onPolicyClose(event.reason || 'Access denied');
   // Anything else (1001 restart, 1006 network, 1013 too slow…) is worth another try.
   setConnection('reconnecting');
-  setStatus(RECONNECTING, 'error');
+  setStatus(RECONNECTING, 'error', 'connection');
   const delay = state.retryDelay;
   state.retryDelay = Math.min(delay * 2, MAX_BACKOFF_MS);
   state.retryTimer = setTimeout(connect, delay);
@@ -423,11 +560,16 @@ function onPolicyClose(reason) {
   renderSendBox();
   if (reason === 'Session deleted' || reason === 'Session not found') return removeSession(state.current.id, `${reason}.`);
   if (reason === 'Token expired' || reason === 'Authentication required') return showSignIn(`${reason}.`);
-  setStatus(reason, 'error');
+  setStatus(reason, 'error', 'sticky');
   if (reason === 'Access revoked') loadSessions(); // the list may have lost this session
 }
 
-const setConnection = (text) => { $('#connection-state').textContent = text; };
+/** The one place the connection state is shown: the top bar, and (through it) the send box. */
+function setConnection(text) {
+  $('#connection-state').textContent = text;
+  if (text === 'connected') clearStatus('connection');
+  renderSendBox();
+}
 const isOpen = () => state.connected && state.ws?.readyState === WebSocket.OPEN;
 const canSendNow = () => isOpen() && state.canSend;
 
@@ -453,15 +595,16 @@ const frameHandlers = {
     state.onlineCount = f.online_count ?? state.online.size;
     renderMembers();
     setPermission(f.permission);
-    renderSendBox();
-    setConnection('connected');
-    if ($('#status').textContent === RECONNECTING) setStatus('');
     document.body.dataset.wsState = 'open';
+    setConnection('connected');
     renewSocketToken(state.ws, false);
   },
   auth_ok: () => { document.body.dataset.tokenRenewals = String(Number(document.body.dataset.tokenRenewals ?? 0) + 1); },
   message(f) {
-    if (f.client_msg_id && f.client_msg_id === state.pending?.id) state.pending = null;
+    if (f.client_msg_id && f.client_msg_id === state.pending?.id) {
+      state.pending = null;
+      succeeded(); // our send went through: an earlier error no longer applies
+    }
     setTyper(f.user_id, f.user_email, false);
     appendMessage(normalise(f));
   },
@@ -477,7 +620,7 @@ const frameHandlers = {
     renderSendBox();
   },
   error(f) {
-    setStatus(f.message || f.code, 'error');
+    setStatus(f.code === 'RATE_LIMITED' ? f.message : f.message || f.code, 'error', 'action');
     // A refused send must not cost the user their text: put it back if the box is still empty.
     const input = $('#message-input');
     if (state.pending && !input.value) input.value = state.pending.content;
@@ -510,7 +653,9 @@ function renewSocketToken(ws, send = true) {
 
 function sendBlockReason() {
   if (!state.current) return 'Select a session to chat.';
-  if (!state.connected) return 'Not connected — sending is paused.';
+  if (!state.connected) {
+    return /connecting/.test($('#connection-state').textContent) ? 'Connecting — sending is paused.' : 'Not connected — sending is paused.';
+  }
   if (state.canSend) return '';
   const level = state.me.permission;
   return WRITE_LEVELS.includes(level) ? 'You cannot send messages to this session'
@@ -530,7 +675,8 @@ function sendMessage() {
   const input = $('#message-input');
   const content = input.value;
   if (!content.trim()) return;
-  if (!canSendNow()) return setStatus(sendBlockReason() || 'Not connected.', 'error');
+  // The reason is already shown next to the Send button, and goes away with its cause.
+  if (!canSendNow()) return renderSendBox();
   const id = newClientMsgId();
   sendFrame({ type: 'message', content, client_msg_id: id });
   state.pending = { id, content }; // the echoed "message" frame is the acknowledgement
@@ -541,6 +687,134 @@ function sendMessage() {
 // crypto.randomUUID exists only in secure contexts (https, localhost); plain http elsewhere needs this.
 const newClientMsgId = () => crypto.randomUUID?.()
   ?? Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+
+// ---------------------------------------------------------------- collaborators
+
+const collaboratorsPath = (id) => `${sessionPath(id)}/collaborators`;
+const canManageCollaborators = () => Boolean(state.current) && WRITE_LEVELS.includes(state.me.permission)
+  && (state.current.user_id === state.me.id || state.me.permission === 'admin');
+
+function toggleCollaborators(open = !state.collabOpen) {
+  state.collabOpen = open;
+  $('#collaborators-toggle').setAttribute('aria-expanded', String(open));
+  $('#collaborators-panel').hidden = !open;
+  if (open) loadCollaborators();
+}
+
+function loadCollaborators() {
+  const view = state.view;
+  const { id } = state.current;
+  $('#collaborator-error').textContent = '';
+  return api('GET', collaboratorsPath(id)).then((list) => {
+    if (view !== state.view) return;
+    state.collaborators = list;
+    renderCollaborators();
+  }, (err) => { if (view === state.view) $('#collaborator-error').textContent = errorText(err); });
+}
+
+function renderCollaborators() {
+  const manage = canManageCollaborators();
+  $('#collaborator-add-form').hidden = !manage;
+  $('#collaborators-readonly').hidden = manage;
+  $('#collaborators-empty').hidden = state.collaborators.length > 0;
+  $('#collaborator-list').replaceChildren(...state.collaborators.map((c) => {
+    const item = el('li', { dataset: { userId: c.user_id } },
+      el('span', { className: 'collaborator-email', text: c.email }),
+      el('span', { className: 'collaborator-id', text: c.user_id }));
+    if (manage) {
+      item.append(el('button', {
+        type: 'button', className: 'collaborator-remove danger', text: 'Remove',
+        'aria-label': `Remove ${c.email}`, onclick: () => removeCollaborator(c),
+      }));
+    }
+    return item;
+  }));
+}
+
+function addCollaborator(event) {
+  event.preventDefault();
+  const input = $('#collaborator-input');
+  const value = input.value.trim();
+  if (!value) return;
+  const body = UUID_RE.test(value) ? { user_id: value } : { email: value };
+  const error = $('#collaborator-error');
+  error.textContent = '';
+  api('POST', collaboratorsPath(state.current.id), body).then((entry) => {
+    succeeded();
+    input.value = '';
+    if (!state.collaborators.some((c) => c.user_id === entry.user_id)) state.collaborators.push(entry);
+    renderCollaborators();
+    setStatus(`${entry.email} is now a collaborator.`, 'info', 'action');
+  }, (err) => {
+    if (err.status === 401) return showSignIn('Your sign-in has expired.');
+    error.textContent = errorText(err); // the API's own wording, e.g. the 409 for a shared email
+    input.focus();
+  });
+}
+
+function removeCollaborator(collaborator) {
+  const error = $('#collaborator-error');
+  error.textContent = '';
+  api('DELETE', `${collaboratorsPath(state.current.id)}/${encodeURIComponent(collaborator.user_id)}`).then(() => {
+    succeeded();
+    state.collaborators = state.collaborators.filter((c) => c.user_id !== collaborator.user_id);
+    renderCollaborators();
+    setStatus(`${collaborator.email} is no longer a collaborator.`, 'info', 'action');
+    $('#collaborator-input').focus();
+  }, (err) => {
+    if (err.status === 401) return showSignIn('Your sign-in has expired.');
+    error.textContent = errorText(err);
+  });
+}
+
+// ---------------------------------------------------------------- audit (admins)
+
+function showAudit(show) {
+  const shown = document.body.dataset.view === 'audit';
+  if (show === shown) return;
+  document.body.dataset.view = show ? 'audit' : 'chat';
+  $('#audit-pane').hidden = !show;
+  $('#audit-toggle').setAttribute('aria-expanded', String(show));
+  if (show) {
+    loadAudit(true);
+    $('#audit-user').focus();
+  } else if (document.activeElement === document.body || $('#audit-pane').contains(document.activeElement)) {
+    $('#audit-toggle').focus();
+  }
+}
+
+function loadAudit(fresh) {
+  if (fresh) {
+    state.audit.offset = 0;
+    state.audit.filters = { user_id: $('#audit-user').value.trim(), action: $('#audit-action').value.trim() };
+  }
+  const query = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(state.audit.offset) });
+  for (const [key, value] of Object.entries(state.audit.filters)) if (value) query.set(key, value);
+  $('#audit-error').textContent = '';
+  return api('GET', `/api/chat/audit?${query}`).then((events) => {
+    const rows = events.map(auditRow);
+    if (fresh) $('#audit-rows').replaceChildren(...rows);
+    else $('#audit-rows').append(...rows);
+    state.audit.offset += events.length;
+    $('#audit-empty').hidden = state.audit.offset > 0;
+    $('#audit-more').hidden = events.length < AUDIT_PAGE;
+  }, (err) => {
+    if (err.status === 401) return showSignIn('Your sign-in has expired.');
+    $('#audit-error').textContent = errorText(err);
+  });
+}
+
+function auditRow(e) {
+  const resource = e.resource_id ? `${e.resource_type} ${e.resource_id}` : e.resource_type;
+  return el('tr', { dataset: { action: e.action } },
+    // data-label names the column when a phone shows each event as a card.
+    el('td', { dataset: { label: 'When' } }, el('time', { dateTime: e.occurred_at, text: formatTime(e.occurred_at) })),
+    el('td', { text: e.user_email ?? e.user_id ?? '—', title: e.user_id ?? '', dataset: { label: 'User' } }),
+    el('td', { text: e.permission ?? 'none', dataset: { label: 'Level' } }),
+    el('td', { className: 'audit-action', text: e.action, dataset: { label: 'Action' } }),
+    el('td', { text: resource ?? '', dataset: { label: 'Resource' } }),
+    el('td', { className: 'audit-reason', text: e.reason ?? '', dataset: { label: 'Reason' } }));
+}
 
 // ---------------------------------------------------------------- wiring
 
@@ -558,6 +832,23 @@ function bindControls() {
   on('#session-delete-cancel', 'click', () => toggleDeleteConfirm(false));
   on('#session-delete-confirm', 'click', () => { toggleDeleteConfirm(false); deleteSession(); });
   on('#send-form', 'submit', submit(sendMessage));
+  on('#status-dismiss', 'click', () => setStatus(''));
+  on('#load-older', 'click', loadOlder);
+  // Scrolling to the top asks for the previous page by itself.
+  on('#message-scroller', 'scroll', () => { if ($('#message-scroller').scrollTop < 40) loadOlder(); });
+  on('#back-to-sessions', 'click', () => selectSession(null));
+  on('#collaborators-toggle', 'click', () => toggleCollaborators());
+  on('#collaborator-add-form', 'submit', addCollaborator);
+  on('#audit-toggle', 'click', () => showAudit(document.body.dataset.view !== 'audit'));
+  on('#audit-close', 'click', () => showAudit(false));
+  on('#audit-filter', 'submit', submit(() => loadAudit(true)));
+  on('#audit-more', 'click', () => loadAudit(false));
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && $('#session-settings').open) {
+      $('#session-settings').open = false;
+      $('#session-settings summary').focus();
+    }
+  });
   on('#message-input', 'keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) submit(sendMessage)(event);
   });
