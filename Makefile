@@ -11,7 +11,7 @@ CHROMIUM ?= /usr/bin/chromium
 APT_GET  ?= apt-get
 USER_ID  ?= $(shell id -u)
 
-.PHONY: install install-runtime chromium idp-deps run test lint migrate token bench load promtool clean
+.PHONY: install install-runtime chromium idp-deps page-deps run test lint migrate token bench load promtool clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,7 +75,14 @@ $(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
 
 idp-deps: $(IDP_STAMP)
 
-test: install chromium idp-deps $(PROMTOOL)
+# axe-core for the page's accessibility checks (tests/page/package-lock.json).
+AXE_STAMP = tests/page/node_modules/.package-lock.json
+$(AXE_STAMP): tests/page/package.json tests/page/package-lock.json
+	cd tests/page && npm ci --no-audit --no-fund
+
+page-deps: $(AXE_STAMP)
+
+test: install chromium idp-deps page-deps $(PROMTOOL)
 	$(PY) -m ruff check chatsvc tests migrations
 	$(PY) -m pytest --cov=chatsvc --cov-report=term --cov-fail-under=$(or $(COV_MIN),90) $(PYTEST_ARGS)
 
