@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatsvc.api.guard import requires
-from chatsvc.api.params import int_param, str_param, uuid_param
+from chatsvc.api.query import AuditQuery, parse_query
 from chatsvc.api.responses import json_response
 from chatsvc.keys import AUDIT, DB_SESSIONS
 from chatsvc.policy import Action
@@ -14,13 +14,10 @@ from chatsvc.store import audit
 
 @requires(Action.AUDIT_READ)
 async def list_audit_events(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", 100, 1, 500)
-    offset = int_param(request, "offset", 0, 0)
-    user_id = uuid_param(request, "user_id")
-    action = str_param(request, "action")
+    query = parse_query(AuditQuery, request.query)
     await request.app[AUDIT].flush()  # an admin reads the denials made up to now
     async with request.app[DB_SESSIONS]() as db:
-        items = await audit.list_events(db, limit, offset, user_id, action)
+        items = await audit.list_events(db, query.limit, query.offset, query.user_id, query.action)
     return json_response(items)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatsvc.api.guard import path_uuid, principal_of, requires
-from chatsvc.api.params import int_param, optional_int_param
+from chatsvc.api.query import MessageListQuery, parse_query
 from chatsvc.api.responses import json_response, no_content
 from chatsvc.policy import Action
 from chatsvc.service import messages
@@ -16,13 +16,16 @@ from chatsvc.store.sessions import SESSION_NOT_FOUND
 
 @requires(Action.MESSAGE_LIST, id_param="session_id")
 async def list_messages(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", 100, 1, 500)
-    offset = int_param(request, "offset", 0, 0)
-    after_seq = optional_int_param(request, "after_seq", 0)
-    before_seq = optional_int_param(request, "before_seq", 0)
+    query = parse_query(MessageListQuery, request.query)
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
     items = await messages.list_messages(
-        request.app, principal_of(request), session_id, limit, offset, after_seq, before_seq
+        request.app,
+        principal_of(request),
+        session_id,
+        query.limit,
+        query.offset,
+        query.after_seq,
+        query.before_seq,
     )
     return json_response(items)
 

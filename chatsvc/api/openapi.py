@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from chatsvc.api.query import AUDIT_LIMIT_MAX, MESSAGE_LIMIT_MAX, SESSION_LIMIT_MAX
 from chatsvc.api.responses import json_response
 from chatsvc.policy import RULES, Action, level_detail
 from chatsvc.service import inputs as schemas
@@ -23,9 +24,6 @@ OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
 PROBLEM_JSON = "application/problem+json"
 
-SESSION_LIMIT_MAX = 200
-MESSAGE_LIMIT_MAX = 500
-AUDIT_LIMIT_MAX = 500
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a body, path or query value failed validation",

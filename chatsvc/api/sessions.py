@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatsvc.api.guard import path_uuid, principal_of, requires
-from chatsvc.api.params import bool_param, int_param
+from chatsvc.api.query import SessionListQuery, SessionQuery, parse_query
 from chatsvc.api.responses import json_response, no_content
 from chatsvc.policy import Action
 from chatsvc.service import sessions
@@ -15,10 +15,10 @@ from chatsvc.store.sessions import SESSION_NOT_FOUND
 
 @requires(Action.SESSION_LIST)
 async def list_sessions(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", 50, 1, 200)
-    offset = int_param(request, "offset", 0, 0)
-    include = bool_param(request, "include_messages", False)
-    items = await sessions.list_sessions(request.app, principal_of(request), limit, offset, include)
+    query = parse_query(SessionListQuery, request.query)
+    items = await sessions.list_sessions(
+        request.app, principal_of(request), query.limit, query.offset, query.include_messages
+    )
     return json_response(items)
 
 
@@ -31,7 +31,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 @requires(Action.SESSION_READ, id_param="session_id")
 async def get_session(request: web.Request) -> web.Response:
-    include = bool_param(request, "include_messages", True)
+    include = parse_query(SessionQuery, request.query).include_messages
     session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
     session = await sessions.get_session(request.app, principal_of(request), session_id, include)
     return json_response(session)
