@@ -207,8 +207,12 @@ class AuditEventOut(BaseModel):
     client_ip: str | None
 
 
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
 class ReadinessOut(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "draining"]
     database: Literal["up", "down"]
     keys: Literal["loaded", "unavailable"]
     broker: str
