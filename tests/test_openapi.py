@@ -5,7 +5,9 @@ models, covers every route; and the service keeps to it for any input
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,6 +26,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from chatsvc.api import models, routing
 from chatsvc.api.openapi import REF_TEMPLATE, build_document, error_statuses
 from chatsvc.api.routes import ROUTES
 from chatsvc.app import create_app
@@ -31,6 +34,12 @@ from chatsvc.service import inputs
 from tests.conftest import create_session, send_message, settings_for, sign_in
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
 
 
 @pytest.fixture
@@ -79,16 +88,16 @@ MODELS = [
     inputs.MessageCreate,
     inputs.MessageUpdate,
     inputs.CollaboratorAdd,
-    inputs.SessionOut,
-    inputs.SessionListItem,
-    inputs.SessionDetail,
-    inputs.MessageOut,
-    inputs.CollaboratorOut,
-    inputs.MeOut,
-    inputs.AuditEventOut,
-    inputs.HealthOut,
-    inputs.ReadinessOut,
-    inputs.Problem,
+    models.SessionOut,
+    models.SessionListItem,
+    models.SessionDetail,
+    models.MessageOut,
+    models.CollaboratorOut,
+    models.MeOut,
+    models.AuditEventOut,
+    models.HealthOut,
+    models.ReadinessOut,
+    models.Problem,
 ]
 
 
@@ -194,6 +203,63 @@ async def test_the_documented_limits_are_the_enforced_ones(client, admin, subtes
                 at = await client.get(f"{target}?limit={maximum}", headers=admin.headers)
                 over = await client.get(f"{target}?limit={maximum + 1}", headers=admin.headers)
                 assert (at.status, over.status) == (200, 400)
+
+
+# --- the response models describe the answers -----------------------------------------
+
+
+async def test_every_answer_is_what_its_model_writes(client, admin, writer, other_writer):
+    """With VERIFY_ANSWERS, an answer unlike its model is a 500: walk every JSON route."""
+    await sign_in(client, other_writer)
+    session = await create_session(client, writer, chat_settings={"a": [1, 2.5, None]})
+    base = f"/api/chat/sessions/{session['id']}"
+    message = await send_message(client, writer, session["id"], metadata={"m": {"n": 1}})
+    calls = [
+        ("GET", "/healthz", None, None),
+        ("GET", "/readyz", None, None),
+        ("GET", "/api/me", writer, None),
+        ("GET", "/api/chat/sessions", writer, None),
+        ("GET", "/api/chat/sessions?include_messages=true", writer, None),
+        ("GET", base, writer, None),
+        ("GET", base + "?include_messages=false", writer, None),
+        ("PUT", base, writer, {"title": "renamed", "is_shared": True}),
+        ("PUT", base, writer, {}),
+        ("GET", base + "/messages", writer, None),
+        ("POST", base + "/messages", writer, {"content": "c", "client_msg_id": "k"}),
+        ("POST", base + "/messages", writer, {"content": "c", "client_msg_id": "k"}),
+        ("PUT", f"/api/chat/messages/{message['id']}", writer, {"content": "edited"}),
+        ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
+        ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
+        ("GET", base + "/collaborators", writer, None),
+        ("GET", "/api/chat/audit", writer, None),  # a denial, for the next one to list
+        ("GET", "/api/chat/audit", admin, None),
+    ]
+    for method, path, who, body in calls:
+        headers = who.headers if who is not None else {}
+        resp = await client.request(method, path, json=body, headers=headers)
+        assert resp.status in (200, 201, 403), (method, path, await resp.text())
+        assert resp.status != 403 or path == "/api/chat/audit"
+
+
+def test_an_answer_unlike_its_model_is_refused():
+    adapter = TypeAdapter(models.CollaboratorOut)
+    entry = {"user_id": uuid.uuid4(), "email": "e@example.com", "added_at": datetime.now(UTC)}
+    routing.verify_answer(adapter, entry, orjson.dumps(entry))
+    for wrong in (
+        {**entry, "extra": 1},  # a key the model does not declare
+        {key: value for key, value in entry.items() if key != "email"},  # a missing one
+        {**entry, "user_id": str(entry["user_id"])},  # the wrong type
+    ):
+        with pytest.raises(routing.AnswerMismatch):
+            routing.verify_answer(adapter, wrong, orjson.dumps(wrong))
+
+
+def test_the_models_write_timestamps_as_the_api_always_has():
+    stamp = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    entry = {"user_id": uuid.uuid4(), "email": "e@example.com", "added_at": stamp}
+    written = TypeAdapter(models.CollaboratorOut).dump_json(entry)
+    assert written == orjson.dumps(entry)
+    assert b'"2024-05-06T07:08:09.123456+00:00"' in written
 
 
 # --- property-based: any input, only documented answers --------------------------

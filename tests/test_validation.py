@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
+from chatsvc.api import routing
 from tests.conftest import create_session, send_message, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,17 @@ async def test_a_bad_query_parameter_is_refused(client, admin, stored, subtests)
         with subtests.test(name):
             resp = await client.get(f"{fill(path, stored)}?{query}", headers=admin.headers)
             await assert_problem(resp, 400, field)
+
+
+async def test_the_route_level_comes_before_a_bad_query(client, reader, nobody, subtests):
+    for who, path, level in [
+        (reader, "/api/chat/audit?limit=0&user_id=x", "admin"),
+        (nobody, f"{SESSIONS}?limit=--5&include_messages=maybe", "read"),
+    ]:
+        with subtests.test(path):
+            resp = await client.get(path, headers=who.headers)
+            problem = await assert_problem(resp, 403)
+            assert problem["detail"] == f"Requires {level} permission"
 
 
 async def test_validation_comes_before_existence(client, writer, subtests):

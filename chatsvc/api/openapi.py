@@ -16,10 +16,10 @@ import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from chatsvc.api.models import Problem
 from chatsvc.api.routing import ROUTE_TABLE, Call, Route
 from chatsvc.http.identity import PROTECTED_PREFIX
 from chatsvc.policy import RULES, level_detail
-from chatsvc.service.inputs import Problem
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"

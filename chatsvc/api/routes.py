@@ -11,6 +11,17 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from chatsvc.api import audit, collaborators, health, me, messages, openapi, sessions
+from chatsvc.api.models import (
+    AuditEventOut,
+    CollaboratorOut,
+    HealthOut,
+    MeOut,
+    MessageOut,
+    ReadinessOut,
+    SessionDetail,
+    SessionListItem,
+    SessionOut,
+)
 from chatsvc.api.query import (
     AuditQuery,
     MessageListQuery,
@@ -22,19 +33,10 @@ from chatsvc.api.query import (
 from chatsvc.api.routing import PathId, Route
 from chatsvc.policy import Action
 from chatsvc.service.inputs import (
-    AuditEventOut,
     CollaboratorAdd,
-    CollaboratorOut,
-    HealthOut,
-    MeOut,
     MessageCreate,
-    MessageOut,
     MessageUpdate,
-    ReadinessOut,
     SessionCreate,
-    SessionDetail,
-    SessionListItem,
-    SessionOut,
     SessionUpdate,
 )
 from chatsvc.store.messages import MESSAGE_NOT_FOUND

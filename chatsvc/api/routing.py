@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar, cast
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from chatsvc.api.query import Query, parse_query
 from chatsvc.auth.principal import Principal
@@ -29,6 +30,30 @@ from chatsvc.errors import NotFound
 from chatsvc.keys import ACTION, PRINCIPAL, RESOURCE_ID
 from chatsvc.policy import Action, require_level
 from chatsvc.service.inputs import decode_json, parse_model
+
+# The answers are written by orjson: the response model, serialising the same
+# dicts with pydantic (``TypeAdapter.dump_json``), writes the same bytes but
+# some six times slower (500 messages: 1.3 ms against 0.2 ms; the timestamps,
+# kept as ``+00:00``, cost a Python call each). The tests turn this on: then
+# every answer is also validated and serialised by its model, and must match.
+VERIFY_ANSWERS = False
+
+
+class AnswerMismatch(AssertionError):
+    """An answer that is not what its response model describes."""
+
+
+def verify_answer(adapter: TypeAdapter[Any], result: Any, body: bytes) -> None:
+    """``result`` has the model's shape (strictly: types, required keys) and the
+    model writes it as ``body`` (so it has no key the model does not declare)."""
+    try:
+        adapter.validate_python(result, strict=True)
+        written = adapter.dump_json(result, warnings="error")
+    except (ValidationError, PydanticSerializationError) as exc:
+        raise AnswerMismatch(str(exc)) from None
+    if written != body:
+        raise AnswerMismatch(f"the model writes {written[:300]!r}, the answer is {body[:300]!r}")
+
 
 Q = TypeVar("Q", bound=Query | None)
 B = TypeVar("B", bound=BaseModel | None)
@@ -97,8 +122,8 @@ class Route(Generic[Q, B]):
     ids: tuple[PathId, ...] = ()  # the first one is the audited resource id
     query: type[Q] | None = None
     body: type[B] | None = None
-    # The answer's model (documented). None: no body (204), or the handler
-    # answers a web.Response of its own (text, a document).
+    # The answer's model: it serialises the handler's result. None: no body (204),
+    # or the handler answers a web.Response of its own (text, a document).
     response: Any = None
     status: int = 200
     also: Mapping[int, str] = field(default_factory=dict)  # other success statuses
@@ -151,9 +176,10 @@ class Route(Generic[Q, B]):
             if result is not None:
                 raise TypeError(f"{self.method} {self.path} declares no response model")
             return web.Response(status=status)
-        return web.Response(
-            body=orjson.dumps(result), status=status, content_type="application/json"
-        )
+        body = orjson.dumps(result)
+        if VERIFY_ANSWERS:
+            verify_answer(adapter, result, body)
+        return web.Response(body=body, status=status, content_type="application/json")
 
 
 ROUTE_TABLE = web.AppKey[tuple[Route[Any, Any], ...]]("route_table")
