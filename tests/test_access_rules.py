@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
+from chatsvc.api import routing
 from tests.conftest import Caller, create_session, send_message, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
+
 
 # The outcome of one cell.
 OK = "ok"  # the action's success status

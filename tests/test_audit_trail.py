@@ -14,8 +14,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from chatsvc.api import routing
 from chatsvc.store.models import AuditEvent
 from tests.conftest import Caller, create_session, send_message, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
+
 
 AUDIT_FIELDS = {
     "id",

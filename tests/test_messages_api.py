@@ -8,7 +8,15 @@ from datetime import datetime
 
 import pytest
 
+from chatsvc.api import routing
 from tests.conftest import create_session, send_message, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
+
 
 MESSAGE_FIELDS = {
     "id",

@@ -5,7 +5,9 @@ models, covers every route; and the service keeps to it for any input
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -23,12 +26,20 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from chatsvc.api.openapi import REF_TEMPLATE, build_document
+from chatsvc.api import models, routing
+from chatsvc.api.openapi import REF_TEMPLATE, build_document, error_statuses
+from chatsvc.api.routes import ROUTES
 from chatsvc.app import create_app
-from chatsvc.service import inputs as schemas
+from chatsvc.service import inputs
 from tests.conftest import create_session, send_message, settings_for, sign_in
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
 
 
 @pytest.fixture
@@ -38,8 +49,8 @@ def app(tmp_path, okta) -> web.Application:
 
 
 @pytest.fixture
-def document(app) -> dict[str, Any]:
-    return orjson.loads(orjson.dumps(build_document(app)))
+def document() -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(build_document(ROUTES)))
 
 
 def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -57,7 +68,7 @@ async def test_the_document_is_served_without_a_token(client):
     assert "X-Request-ID" in resp.headers
     body = await resp.json()
     assert body["openapi"] == "3.1.0"
-    assert body == orjson.loads(orjson.dumps(build_document(client.app)))
+    assert body == orjson.loads(orjson.dumps(build_document(ROUTES)))
 
 
 def test_every_api_route_and_every_public_route_is_documented(app, document):
@@ -72,20 +83,21 @@ def test_every_api_route_and_every_public_route_is_documented(app, document):
 
 
 MODELS = [
-    schemas.SessionCreate,
-    schemas.SessionUpdate,
-    schemas.MessageCreate,
-    schemas.MessageUpdate,
-    schemas.CollaboratorAdd,
-    schemas.SessionOut,
-    schemas.SessionListItem,
-    schemas.SessionDetail,
-    schemas.MessageOut,
-    schemas.CollaboratorOut,
-    schemas.MeOut,
-    schemas.AuditEventOut,
-    schemas.ReadinessOut,
-    schemas.Problem,
+    inputs.SessionCreate,
+    inputs.SessionUpdate,
+    inputs.MessageCreate,
+    inputs.MessageUpdate,
+    inputs.CollaboratorAdd,
+    models.SessionOut,
+    models.SessionListItem,
+    models.SessionDetail,
+    models.MessageOut,
+    models.CollaboratorOut,
+    models.MeOut,
+    models.AuditEventOut,
+    models.HealthOut,
+    models.ReadinessOut,
+    models.Problem,
 ]
 
 
@@ -93,66 +105,53 @@ def test_component_schemas_are_generated_from_the_models(document, subtests):
     components = document["components"]["schemas"]
     for model in MODELS:
         with subtests.test(model.__name__):
-            expected = model.model_json_schema(ref_template=REF_TEMPLATE)
+            expected = TypeAdapter(model).json_schema(ref_template=REF_TEMPLATE)
             nested = expected.pop("$defs", {})
             assert components[model.__name__] == expected
             for name, schema in nested.items():
                 assert components[name] == schema
 
 
-# (method, path, request body model, statuses, query parameters)
-ROUTES: list[tuple[str, str, str | None, set[int], set[str]]] = [
-    ("GET", "/healthz", None, {200}, set()),
-    ("GET", "/readyz", None, {200, 503}, set()),
-    ("GET", "/metrics", None, {200}, set()),
-    ("GET", "/openapi.json", None, {200}, set()),
-    ("GET", "/api/me", None, {200, 401, 503}, set()),
-    ("GET", "/api/chat/sessions", None, {200, 400, 401, 403, 503},
-     {"limit", "offset", "include_messages"}),
-    ("POST", "/api/chat/sessions", "SessionCreate", {201, 400, 401, 403, 413, 503}, set()),
-    ("GET", "/api/chat/sessions/{session_id}", None, {200, 400, 401, 403, 404, 503},
-     {"include_messages"}),
-    ("PUT", "/api/chat/sessions/{session_id}", "SessionUpdate",
-     {200, 400, 401, 403, 404, 413, 503}, set()),
-    ("DELETE", "/api/chat/sessions/{session_id}", None, {204, 401, 403, 404, 503}, set()),
-    ("GET", "/api/chat/sessions/{session_id}/messages", None, {200, 400, 401, 403, 404, 503},
-     {"limit", "offset", "after_seq", "before_seq"}),
-    ("POST", "/api/chat/sessions/{session_id}/messages", "MessageCreate",
-     {200, 201, 400, 401, 403, 404, 413, 429, 503}, set()),
-    ("PUT", "/api/chat/messages/{message_id}", "MessageUpdate",
-     {200, 400, 401, 403, 404, 413, 503}, set()),
-    ("DELETE", "/api/chat/messages/{message_id}", None, {204, 401, 403, 404, 503}, set()),
-    ("GET", "/api/chat/sessions/{session_id}/collaborators", None,
-     {200, 401, 403, 404, 503}, set()),
-    ("POST", "/api/chat/sessions/{session_id}/collaborators", "CollaboratorAdd",
-     {200, 201, 400, 401, 403, 404, 413, 503}, set()),
-    ("DELETE", "/api/chat/sessions/{session_id}/collaborators/{user_id}", None,
-     {204, 401, 403, 404, 503}, set()),
-    ("GET", "/api/chat/audit", None, {200, 400, 401, 403, 503},
-     {"limit", "offset", "user_id", "action"}),
-    ("GET", "/api/chat/sessions/{session_id}/ws", None, {101, 400, 503},
-     {"since_seq", "access_token"}),
-]  # fmt: skip
+def path_names(path: str) -> set[str]:
+    return {part[1:-1] for part in path.split("/") if part.startswith("{")}
 
 
-def test_each_route_documents_its_body_parameters_and_statuses(document, subtests):
+def test_each_route_documents_its_declaration(document, subtests):
     ops = operations(document)
-    assert {(method, path) for method, path, *_ in ROUTES} == set(ops)
-    for method, path, body, statuses, query in ROUTES:
-        with subtests.test(f"{method} {path}"):
-            op = ops[(method, path)]
+    for route in ROUTES:
+        with subtests.test(f"{route.method} {route.path}"):
+            op = ops[(route.method, route.path)]
+            statuses = {route.status, *route.also, *error_statuses(route)}
             assert {int(status) for status in op["responses"]} == statuses
             params = op.get("parameters", [])
+            query = set(route.query.model_fields) if route.query is not None else set()
             assert {p["name"] for p in params if p["in"] == "query"} == query
-            path_names = {p["name"] for p in params if p["in"] == "path"}
-            assert {f"{{{name}}}" for name in path_names} == {
-                part for part in path.split("/") if part.startswith("{")
-            }
-            if body is None:
+            assert {p["name"] for p in params if p["in"] == "path"} == path_names(route.path)
+            if route.body is None:
                 assert "requestBody" not in op
             else:
                 schema = op["requestBody"]["content"]["application/json"]["schema"]
-                assert schema == {"$ref": f"#/components/schemas/{body}"}
+                assert schema == {"$ref": f"#/components/schemas/{route.body.__name__}"}
+
+
+# What the declarations add up to, for the routes whose answers are easy to get wrong.
+STATUSES = {
+    ("GET", "/api/me"): {200, 401, 503},
+    ("GET", "/api/chat/sessions"): {200, 400, 401, 403, 503},
+    ("DELETE", "/api/chat/sessions/{session_id}"): {204, 401, 403, 404, 503},
+    ("POST", "/api/chat/sessions/{session_id}/messages"): {
+        200, 201, 400, 401, 403, 404, 413, 429, 503
+    },
+    ("DELETE", "/api/chat/messages/{message_id}"): {204, 401, 403, 404, 429, 503},
+    ("GET", "/readyz"): {200, 503},
+    ("GET", "/api/chat/sessions/{session_id}/ws"): {101, 400, 503},
+}  # fmt: skip
+
+
+def test_the_statuses_of_some_routes(document):
+    ops = operations(document)
+    for key, statuses in STATUSES.items():
+        assert {int(status) for status in ops[key]["responses"]} == statuses, key
 
 
 def test_every_error_is_problem_json(document, subtests):
@@ -194,7 +193,7 @@ def test_a_403_names_the_route_level(document, subtests):
 
 async def test_the_documented_limits_are_the_enforced_ones(client, admin, subtests):
     session = await create_session(client, admin)
-    for (method, path), op in operations(build_document(client.app)).items():
+    for (method, path), op in operations(build_document(ROUTES)).items():
         for param in op.get("parameters", []):
             if param["name"] != "limit":
                 continue
@@ -206,9 +205,66 @@ async def test_the_documented_limits_are_the_enforced_ones(client, admin, subtes
                 assert (at.status, over.status) == (200, 400)
 
 
+# --- the response models describe the answers -----------------------------------------
+
+
+async def test_every_answer_is_what_its_model_writes(client, admin, writer, other_writer):
+    """With VERIFY_ANSWERS, an answer unlike its model is a 500: walk every JSON route."""
+    await sign_in(client, other_writer)
+    session = await create_session(client, writer, chat_settings={"a": [1, 2.5, None]})
+    base = f"/api/chat/sessions/{session['id']}"
+    message = await send_message(client, writer, session["id"], metadata={"m": {"n": 1}})
+    calls = [
+        ("GET", "/healthz", None, None),
+        ("GET", "/readyz", None, None),
+        ("GET", "/api/me", writer, None),
+        ("GET", "/api/chat/sessions", writer, None),
+        ("GET", "/api/chat/sessions?include_messages=true", writer, None),
+        ("GET", base, writer, None),
+        ("GET", base + "?include_messages=false", writer, None),
+        ("PUT", base, writer, {"title": "renamed", "is_shared": True}),
+        ("PUT", base, writer, {}),
+        ("GET", base + "/messages", writer, None),
+        ("POST", base + "/messages", writer, {"content": "c", "client_msg_id": "k"}),
+        ("POST", base + "/messages", writer, {"content": "c", "client_msg_id": "k"}),
+        ("PUT", f"/api/chat/messages/{message['id']}", writer, {"content": "edited"}),
+        ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
+        ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
+        ("GET", base + "/collaborators", writer, None),
+        ("GET", "/api/chat/audit", writer, None),  # a denial, for the next one to list
+        ("GET", "/api/chat/audit", admin, None),
+    ]
+    for method, path, who, body in calls:
+        headers = who.headers if who is not None else {}
+        resp = await client.request(method, path, json=body, headers=headers)
+        assert resp.status in (200, 201, 403), (method, path, await resp.text())
+        assert resp.status != 403 or path == "/api/chat/audit"
+
+
+def test_an_answer_unlike_its_model_is_refused():
+    adapter = TypeAdapter(models.CollaboratorOut)
+    entry = {"user_id": uuid.uuid4(), "email": "e@example.com", "added_at": datetime.now(UTC)}
+    routing.verify_answer(adapter, entry, orjson.dumps(entry))
+    for wrong in (
+        {**entry, "extra": 1},  # a key the model does not declare
+        {key: value for key, value in entry.items() if key != "email"},  # a missing one
+        {**entry, "user_id": str(entry["user_id"])},  # the wrong type
+    ):
+        with pytest.raises(routing.AnswerMismatch):
+            routing.verify_answer(adapter, wrong, orjson.dumps(wrong))
+
+
+def test_the_models_write_timestamps_as_the_api_always_has():
+    stamp = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    entry = {"user_id": uuid.uuid4(), "email": "e@example.com", "added_at": stamp}
+    written = TypeAdapter(models.CollaboratorOut).dump_json(entry)
+    assert written == orjson.dumps(entry)
+    assert b'"2024-05-06T07:08:09.123456+00:00"' in written
+
+
 # --- property-based: any input, only documented answers --------------------------
 
-SCHEMA = schemathesis.openapi.from_dict(build_document())
+SCHEMA = schemathesis.openapi.from_dict(build_document(ROUTES))
 FUZZED = [
     result.ok()
     for result in SCHEMA.get_all_operations()

@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
+from chatsvc.api import routing
 from tests.conftest import create_session, send_message, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer must be what its response model writes (chatsvc.api.models)."""
+    monkeypatch.setattr(routing, "VERIFY_ANSWERS", True)
 
 
 @dataclass(frozen=True)
@@ -302,6 +309,17 @@ async def test_a_bad_query_parameter_is_refused(client, admin, stored, subtests)
             await assert_problem(resp, 400, field)
 
 
+async def test_the_route_level_comes_before_a_bad_query(client, reader, nobody, subtests):
+    for who, path, level in [
+        (reader, "/api/chat/audit?limit=0&user_id=x", "admin"),
+        (nobody, f"{SESSIONS}?limit=--5&include_messages=maybe", "read"),
+    ]:
+        with subtests.test(path):
+            resp = await client.get(path, headers=who.headers)
+            problem = await assert_problem(resp, 403)
+            assert problem["detail"] == f"Requires {level} permission"
+
+
 async def test_validation_comes_before_existence(client, writer, subtests):
     missing = Stored(str(uuid.uuid4()), str(uuid.uuid4()))
     for method, path in BODY_ROUTES:
@@ -345,6 +363,53 @@ async def test_a_query_parameter_at_the_limit_is_accepted(client, admin, stored,
         with subtests.test(f"{path}?{query}"):
             resp = await client.get(f"{fill(path, stored)}?{query}", headers=admin.headers)
             assert resp.status == 200
+
+
+# The wording of a bad query value: the first bad parameter, named; integers are plain decimal.
+QUERY_WORDING = [
+    (SESSIONS, "limit=-5", "limit", "must be between 1 and 200"),
+    (SESSIONS, "offset=-5", "offset", "must be at least 0"),
+    (SESSIONS, "offset=abc", "offset", "must be an integer"),
+    (SESSIONS, "limit=--5", "limit", "must be an integer"),
+    (SESSIONS, "limit=%2B5", "limit", "must be an integer"),
+    (SESSIONS, "limit=%20", "limit", "must be an integer"),
+    (SESSIONS, "limit=1234567890123", "limit", "must be an integer"),
+    (SESSIONS, "limit=%D9%A3", "limit", "must be an integer"),  # an Arabic-Indic three
+    (SESSIONS, "include_messages=", "include_messages", "must be true or false"),
+    (SESSIONS, "offset=-1&limit=0", "limit", "must be between 1 and 200"),
+    (SESSIONS, "limit=0&limit=5", "limit", "must be between 1 and 200"),  # the first one counts
+    (SESSION, "include_messages=yes&limit=0", "include_messages", "must be true or false"),
+    (MESSAGES, "limit=501", "limit", "must be between 1 and 500"),
+    (MESSAGES, "before_seq=-2", "before_seq", "must be at least 0"),
+    ("/api/chat/audit", "user_id=x", "user_id", "must be a UUID"),
+    ("/api/chat/audit", "action=a%00b", "action", "must not contain NUL characters"),
+    ("/api/chat/audit", "action=" + "a" * 65, "action", "must be at most 64 characters"),
+]
+
+
+async def test_a_bad_query_value_is_worded_as_it_always_was(client, admin, stored, subtests):
+    for path, query, field, message in QUERY_WORDING:
+        with subtests.test(f"{path}?{query}"):
+            resp = await client.get(f"{fill(path, stored)}?{query}", headers=admin.headers)
+            problem = await assert_problem(resp, 400)
+            assert problem["detail"] == f"{field}: {message}"
+            assert problem["errors"] == [{"field": field, "message": message}]
+
+
+async def test_a_lenient_query_value_is_accepted(client, admin, stored, subtests):
+    for path, query in [
+        (SESSIONS, "limit=%207%20&offset=007"),  # spaces around an integer
+        (SESSIONS, "limit=&offset="),  # empty: the default
+        (SESSIONS, "include_messages=TRUE"),
+        (SESSIONS, "include_messages=0&unknown=x"),  # an unknown parameter is ignored
+        (SESSION, "include_messages=False"),
+        (MESSAGES, "after_seq=&before_seq="),
+        ("/api/chat/audit", "user_id=&action="),
+        ("/api/chat/audit", f"user_id={{{uuid.uuid4()}}}"),  # any form uuid.UUID reads
+    ]:
+        with subtests.test(f"{path}?{query}"):
+            resp = await client.get(f"{fill(path, stored)}?{query}", headers=admin.headers)
+            assert resp.status == 200, await resp.text()
 
 
 # --- body size and rate --------------------------------------------------------------

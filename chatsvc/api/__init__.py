@@ -1,12 +1,12 @@
-"""The REST API: thin handlers (parse -> policy -> store -> answer)."""
+"""The REST API: thin handlers (parse -> use case -> answer), declared in one table."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from chatsvc.api import audit, collaborators, health, me, messages, openapi, sessions
+from chatsvc.api.routes import ROUTES
+from chatsvc.api.routing import mount
 
 
 def setup_routes(app: web.Application) -> None:
-    for module in (health, me, sessions, messages, collaborators, audit, openapi):
-        module.setup(app)
+    mount(app, ROUTES)

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
-from chatsvc.api.guard import principal_of
-from chatsvc.api.responses import json_response
-
-
-async def me(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    return json_response(
-        {
-            "id": principal.user_id,
-            "email": principal.email,
-            "permission": principal.permission,
-            "groups": list(principal.groups),
-        }
-    )
+from chatsvc.api.routing import Call
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/api/me", me)
+async def me(call: Call[None, None]) -> dict[str, Any]:
+    principal = call.principal
+    return {
+        "id": principal.user_id,
+        "email": principal.email,
+        "permission": principal.permission,
+        "groups": list(principal.groups),
+    }

@@ -1,60 +1,35 @@
-"""Routes for chat sessions."""
+"""Handlers for chat sessions (declared in :mod:`chatsvc.api.routes`)."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
-from chatsvc.api.guard import path_uuid, principal_of, requires
-from chatsvc.api.params import bool_param, int_param
-from chatsvc.api.responses import json_response, no_content
-from chatsvc.policy import Action
+from chatsvc.api.query import SessionListQuery, SessionQuery
+from chatsvc.api.routing import Call
 from chatsvc.service import sessions
-from chatsvc.service.inputs import SessionCreate, SessionUpdate, decode_json, parse_model
-from chatsvc.store.sessions import SESSION_NOT_FOUND
+from chatsvc.service.inputs import SessionCreate, SessionUpdate
 
 
-@requires(Action.SESSION_LIST)
-async def list_sessions(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", 50, 1, 200)
-    offset = int_param(request, "offset", 0, 0)
-    include = bool_param(request, "include_messages", False)
-    items = await sessions.list_sessions(request.app, principal_of(request), limit, offset, include)
-    return json_response(items)
+async def list_sessions(call: Call[SessionListQuery, None]) -> list[dict[str, Any]]:
+    query = call.query
+    return await sessions.list_sessions(
+        call.app, call.principal, query.limit, query.offset, query.include_messages
+    )
 
 
-@requires(Action.SESSION_CREATE)
-async def create_session(request: web.Request) -> web.Response:
-    body = parse_model(SessionCreate, decode_json(await request.read()))
-    created = await sessions.create_session(request.app, principal_of(request), body)
-    return json_response(created, status=201)
+async def create_session(call: Call[None, SessionCreate]) -> dict[str, Any]:
+    return await sessions.create_session(call.app, call.principal, call.body)
 
 
-@requires(Action.SESSION_READ, id_param="session_id")
-async def get_session(request: web.Request) -> web.Response:
-    include = bool_param(request, "include_messages", True)
-    session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    session = await sessions.get_session(request.app, principal_of(request), session_id, include)
-    return json_response(session)
+async def get_session(call: Call[SessionQuery, None]) -> dict[str, Any]:
+    return await sessions.get_session(
+        call.app, call.principal, call.id("session_id"), call.query.include_messages
+    )
 
 
-@requires(Action.SESSION_UPDATE, id_param="session_id")
-async def update_session(request: web.Request) -> web.Response:
-    body = parse_model(SessionUpdate, decode_json(await request.read()))
-    session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    updated = await sessions.update_session(request.app, principal_of(request), session_id, body)
-    return json_response(updated)
+async def update_session(call: Call[None, SessionUpdate]) -> dict[str, Any]:
+    return await sessions.update_session(call.app, call.principal, call.id("session_id"), call.body)
 
 
-@requires(Action.SESSION_DELETE, id_param="session_id")
-async def delete_session(request: web.Request) -> web.Response:
-    session_id = path_uuid(request, "session_id", SESSION_NOT_FOUND)
-    await sessions.delete_session(request.app, principal_of(request), session_id)
-    return no_content()
-
-
-def setup(app: web.Application) -> None:
-    app.router.add_get("/api/chat/sessions", list_sessions)
-    app.router.add_post("/api/chat/sessions", create_session)
-    app.router.add_get("/api/chat/sessions/{session_id}", get_session)
-    app.router.add_put("/api/chat/sessions/{session_id}", update_session)
-    app.router.add_delete("/api/chat/sessions/{session_id}", delete_session)
+async def delete_session(call: Call[None, None]) -> None:
+    await sessions.delete_session(call.app, call.principal, call.id("session_id"))

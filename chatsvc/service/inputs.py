@@ -1,7 +1,8 @@
-"""Request bodies and query parameters (pydantic v2, strict, no unknown fields).
+"""Request bodies (pydantic v2, strict, no unknown fields).
 
-The same models validate REST bodies and WebSocket frames and generate
-``/openapi.json``."""
+The same models validate REST bodies and WebSocket frames and describe the
+bodies in ``/openapi.json``. The REST answers' models are in
+:mod:`chatsvc.api.models`, the query strings' in :mod:`chatsvc.api.query`."""
 
 from __future__ import annotations
 
@@ -134,101 +135,6 @@ class CollaboratorAdd(Body):
     ]
     email: Annotated[str | None, Field(default=None, min_length=1, max_length=320)]
     # Exactly one of the two: checked by the use case, which names the field.
-
-
-# --- responses (documentation only; handlers build dicts) -------------------
-
-
-class SessionOut(BaseModel):
-    id: str
-    title: str
-    description: str
-    user_id: str
-    is_shared: bool
-    chat_settings: dict[str, Any]
-    created_at: str
-    updated_at: str
-    last_seq: int
-
-
-class MessageOut(BaseModel):
-    id: str
-    chat_session_id: str
-    seq: int
-    user_id: str
-    user_email: str
-    content: str
-    message_type: Literal["user", "assistant", "system"]
-    metadata: dict[str, Any]
-    client_msg_id: str | None
-    is_edited: bool
-    created_at: str
-    updated_at: str
-
-
-class SessionListItem(SessionOut):
-    recent_messages: list[MessageOut] = Field(
-        default_factory=list,
-        description="Only with include_messages=true: the 5 newest messages, newest first.",
-    )
-
-
-class SessionDetail(SessionOut):
-    messages: list[MessageOut] = Field(
-        default_factory=list,
-        description="Only with include_messages=true (the default): every message, oldest first.",
-    )
-
-
-class CollaboratorOut(BaseModel):
-    user_id: str
-    email: str
-    added_at: str
-
-
-class MeOut(BaseModel):
-    id: str
-    email: str
-    permission: Literal["read", "write", "admin"] | None
-    groups: list[str]
-
-
-class AuditEventOut(BaseModel):
-    id: str
-    occurred_at: str
-    user_id: str | None
-    user_email: str | None
-    permission: str | None
-    action: str
-    resource_type: str
-    resource_id: str | None
-    reason: str
-    request_id: str | None
-    client_ip: str | None
-
-
-class ReadinessOut(BaseModel):
-    status: Literal["ok", "unavailable"]
-    database: Literal["up", "down"]
-    keys: Literal["loaded", "unavailable"]
-    broker: str
-
-
-class ProblemFieldError(BaseModel):
-    field: str
-    message: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details; ``errors`` only for validation failures."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    request_id: str
-    errors: list[ProblemFieldError] = Field(default_factory=list)
 
 
 # --- parsing -----------------------------------------------------------------
