@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -96,6 +97,8 @@ class Connection:
         self._max_bytes = max_bytes
         self._close_timeout = close_timeout
         self._direct = wire.DirectWriter(ws) if wire.supports_direct(ws) else None
+        # The broadcast loop's fast path writes here itself (see Hub.broadcast_payload).
+        self.transport = self._direct.transport if self._direct is not None else None
         # The deflate path only: payloads in order, and the task draining them.
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
@@ -108,6 +111,14 @@ class Connection:
         self.replayed_seq = 0
         self.closed_with: Disconnect | None = None  # when the server closed it
         self.on_slow: Callable[[], None] | None = None  # set by the hub: counts 1013 closes
+        # The room it is in (set by Hub.add): its coalesced broadcasts go out
+        # before any frame of this member's own, so the order stays the same.
+        self.room: Room | None = None
+
+    def _flush_room(self) -> None:
+        room = self.room
+        if room is not None and room.outbox:
+            room.flush_outbox()
 
     @property
     def can_send(self) -> bool:
@@ -145,6 +156,7 @@ class Connection:
         return self._enqueue(payload)
 
     def send_json(self, frame: frames.Frame) -> bool:
+        self._flush_room()
         payload = orjson.dumps(frame)
         return self.deliver(payload, wire.text_frame(payload))
 
@@ -152,6 +164,7 @@ class Connection:
         """Send ahead of any held frame (``connected``, the backlog): the handler only."""
         if self.closed_with is not None:
             return
+        self._flush_room()
         if self._direct is not None:
             if self._direct.writable():
                 self._direct.write(wire.text_frame(payload))
@@ -205,6 +218,7 @@ class Connection:
         either, so the wait for it is bounded."""
         if self.closed_with is not None or self.ws.closed:
             return
+        self._flush_room()  # (what was broadcast before the close goes out first)
         self.closed_with = why
         self._held = None
         self.cancel_expiry()
@@ -302,6 +316,12 @@ class Room:
     presence_pending: dict[uuid.UUID, tuple[str, bool]] = field(default_factory=dict)
     presence_sent: float = float("-inf")
     presence_timer: asyncio.TimerHandle | None = None
+    # Broadcasts coalesced while a member's pipelined frames are handled
+    # (Hub.cork): (payload, frame, seq), written together by flush_outbox.
+    corks: int = 0
+    outbox: list[tuple[bytes, bytes, int | None]] = field(default_factory=list)
+    outbox_started: float = 0.0
+    flush_outbox: Callable[[], None] = lambda: None
 
     @property
     def size(self) -> int:
@@ -359,7 +379,11 @@ class Hub:
         reorder_wait: float = 0.5,
         presence_interval: float = 0.25,
         replay_ring: int = 256,
+        coalesce_frames: int = 32,
+        coalesce_seconds: float = 0.01,
     ) -> None:
+        self.coalesce_frames = coalesce_frames
+        self.coalesce_seconds = coalesce_seconds
         self.reorder_wait = reorder_wait
         self.broker = broker
         self.metrics = metrics
@@ -440,6 +464,9 @@ class Hub:
         room = self.rooms.get(conn.session_id)
         if room is None:
             room = self.rooms[conn.session_id] = Room(conn.session_id)
+            room.flush_outbox = functools.partial(self.flush, room)
+        self.flush(room)  # what was broadcast before it joined is not its
+        conn.room = room
         sockets = room.members.setdefault(conn.user_id, set())
         first = not sockets
         sockets.add(conn)
@@ -455,6 +482,8 @@ class Hub:
         sockets = room.members.get(conn.user_id) if room else None
         if room is None or sockets is None or conn not in sockets:
             return False
+        self.flush(room)
+        conn.room = None
         sockets.discard(conn)
         room.conns.pop(conn, None)
         mine = self._by_user.get(conn.user_id)
@@ -568,13 +597,84 @@ class Hub:
         exclude_user: uuid.UUID | None = None,
         seq: int | None = None,
     ) -> int:
-        """The same frame, encoded once (JSON and WebSocket header), to every member."""
+        """The same frame, encoded once (JSON and WebSocket header), to every member.
+
+        While the room is corked (:meth:`cork`) the frame waits in its outbox
+        and goes out with the next ones in one write per member (at most
+        ``coalesce_frames`` frames or ``coalesce_seconds`` later); a frame that
+        leaves someone out first sends what waits. Returns the members written
+        to now."""
+        entry = (payload, wire.text_frame(payload), seq)
+        if room.corks and exclude_user is None:
+            outbox = room.outbox
+            if not outbox:
+                room.outbox_started = time.monotonic()
+            outbox.append(entry)
+            if (
+                len(outbox) >= self.coalesce_frames
+                or time.monotonic() - room.outbox_started >= self.coalesce_seconds
+            ):
+                self.flush(room)
+            return 0
+        if room.outbox:
+            self.flush(room)
+        return self._fan_out(room, [entry], exclude_user)
+
+    def cork(self, session_id: uuid.UUID) -> Room | None:
+        """Hold the room's broadcasts back (to write them together) until :meth:`uncork`."""
+        room = self.rooms.get(session_id)
+        if room is not None:
+            room.corks += 1
+        return room
+
+    def uncork(self, room: Room) -> None:
+        room.corks = max(0, room.corks - 1)
+        if not room.corks:
+            self.flush(room)
+
+    def flush(self, room: Room) -> None:
+        """Write what waits in the room's outbox."""
+        entries = room.outbox
+        if entries:
+            room.outbox = []
+            self._fan_out(room, entries, None)
+
+    def _fan_out(
+        self,
+        room: Room,
+        entries: list[tuple[bytes, bytes, int | None]],
+        exclude_user: uuid.UUID | None,
+    ) -> int:
+        """The common member (direct writes, nothing held, open) gets every
+        entry in one ``transport.write`` here; the others go through
+        :meth:`Connection.deliver`, entry by entry. Closing a member here does
+        not change ``room.conns`` (the handler removes it)."""
         started = time.perf_counter()
-        data = wire.text_frame(payload)
+        data = entries[0][1] if len(entries) == 1 else b"".join([e[1] for e in entries])
+        seqs = [entry[2] for entry in entries if entry[2] is not None]
+        floor = min(seqs) if seqs else 1 << 62
+        count = len(entries)
         sent = 0
-        for conn in list(room.conns):
-            if conn.user_id != exclude_user and conn.deliver(payload, data, seq):
-                sent += 1
+        for conn in room.conns:
+            transport = conn.transport
+            if (
+                transport is None
+                or conn._held is not None
+                or conn.replayed_seq >= floor
+                or conn.user_id == exclude_user
+            ):
+                if conn.user_id != exclude_user:
+                    for payload, frame, seq in entries:
+                        if conn.deliver(payload, frame, seq):
+                            sent += 1
+                continue
+            if conn.closed_with is not None or conn.ws.closed or transport.is_closing():
+                continue
+            transport.write(data)
+            if transport.get_write_buffer_size() > conn._max_bytes:
+                conn._too_slow()
+            else:
+                sent += count
         self.metrics.ws_frames_sent.inc(sent)
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
         return sent

@@ -58,6 +58,10 @@ class DirectWriter:
 
     __slots__ = ("_transport", "_ws")
 
+    @property
+    def transport(self) -> asyncio.Transport:
+        return self._transport
+
     def __init__(self, ws: web.WebSocketResponse) -> None:
         writer = ws._writer  # private: see the module docstring
         assert writer is not None, "the response is not prepared"
@@ -76,3 +80,9 @@ class DirectWriter:
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
+
+
+def frames_waiting(ws: web.WebSocketResponse) -> bool:
+    """Whether the client's next frames are already read and waiting (private, as above)."""
+    reader = ws._reader
+    return reader is not None and bool(reader._buffer)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -40,7 +40,7 @@ from chatsvc.keys import (
     SETTINGS,
 )
 from chatsvc.policy import Action, check, require_level
-from chatsvc.realtime import frames
+from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import (
     ACCESS_DENIED,
     AUTH_REQUIRED,
@@ -51,7 +51,7 @@ from chatsvc.realtime.frames import (
     USER_BUSY,
     Disconnect,
 )
-from chatsvc.realtime.hub import Connection, LiveRoom, presence_changed
+from chatsvc.realtime.hub import Connection, LiveRoom, Room, presence_changed
 from chatsvc.service import messages as message_service
 from chatsvc.service.inputs import MessageCreate, parse_model
 from chatsvc.store import messages, sessions
@@ -260,19 +260,37 @@ async def replay_backlog(app: web.Application, conn: Connection, since: int) -> 
 
 
 async def receive_loop(app: web.Application, conn: Connection) -> None:
-    async for msg in conn.ws:
-        if msg.type is not WSMsgType.TEXT:
-            if msg.type is WSMsgType.BINARY:
-                conn.send_json(frames.error("INVALID_JSON", "Frames must be JSON text"))
-            continue
-        try:
-            frame = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            frame = None
-        if not isinstance(frame, dict):
-            conn.send_json(frames.error("INVALID_JSON", "Frame must be a JSON object"))
-            continue
-        await handle_frame(app, conn, frame)
+    """Handle the client's frames in order. While more of them are already
+    waiting (a pipelining sender), the room is corked: the broadcasts they cause
+    go out together (:meth:`Hub.cork`), and the cork ends once none waits."""
+    hub = app[HUB]
+    corked: Room | None = None
+    try:
+        async for msg in conn.ws:
+            if corked is None and wire.frames_waiting(conn.ws):
+                corked = hub.cork(conn.session_id)
+            await handle_message(app, conn, msg)
+            if corked is not None and not wire.frames_waiting(conn.ws):
+                hub.uncork(corked)
+                corked = None
+    finally:
+        if corked is not None:
+            hub.uncork(corked)
+
+
+async def handle_message(app: web.Application, conn: Connection, msg: WSMessage) -> None:
+    if msg.type is not WSMsgType.TEXT:
+        if msg.type is WSMsgType.BINARY:
+            conn.send_json(frames.error("INVALID_JSON", "Frames must be JSON text"))
+        return
+    try:
+        frame = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        frame = None
+    if not isinstance(frame, dict):
+        conn.send_json(frames.error("INVALID_JSON", "Frame must be a JSON object"))
+        return
+    await handle_frame(app, conn, frame)
 
 
 async def handle_frame(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:

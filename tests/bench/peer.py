@@ -1,9 +1,13 @@
 """``python -m tests.bench.peer [--db sqlite|postgres] [--runs 3]``: chatsvc against
 the bare aiohttp peer, the same client (this process) driving both in one run.
 
-The peer is ``../shared/bench/bare_aiohttp_peer.py`` next to the repository (run
-as ``--strategy queued --uvloop --orjson``); when it is absent the comparison
-is skipped with a message and chatsvc's absolute figures are still measured.
+The peer is a bare aiohttp broadcast server (not part of chatsvc), given with
+``--peer PATH`` (or ``CHATSVC_BENCH_PEER``; by default ``../shared/bench/
+bare_aiohttp_peer.py`` beside the repository) and run as ``--strategy queued
+--uvloop --orjson``; when it is absent (or ``--no-peer``) the comparison is
+skipped with a message and chatsvc's absolute figures are still measured.
+``--profile DIR`` samples chatsvc with py-spy in each phase of its first run
+(``fill``, ``burst``, ``idle``; summarise with ``tests.bench.profile_summary``).
 Per target and run:
 
 - fill: ``members`` distinct users (chatsvc; the peer has no users) connect,
@@ -31,10 +35,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
 
+from tests.bench.profiling import PhaseProfiler
 from tests.bench.service import (
     BENCH_SETTINGS,
     REPO,
@@ -45,7 +52,7 @@ from tests.bench.service import (
     raise_nofile_limit,
 )
 
-PEER = REPO.parent / "shared" / "bench" / "bare_aiohttp_peer.py"
+DEFAULT_PEER = REPO.parent / "shared" / "bench" / "bare_aiohttp_peer.py"
 MARK = "burst-"
 
 
@@ -62,6 +69,16 @@ class Target:
 
     name: str
     pid: int
+    profiler: PhaseProfiler | None = None
+
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str) -> AsyncIterator[None]:
+        """py-spy over one phase when this target is profiled, else nothing."""
+        if self.profiler is None:
+            yield
+            return
+        async with self.profiler.phase(name):
+            yield
 
     def url(self, room: str) -> str:
         raise NotImplementedError
@@ -82,7 +99,8 @@ class Target:
 class Peer(Target):
     name = "peer"
 
-    def __init__(self, cpus: set[int] | None) -> None:
+    def __init__(self, path: Path, cpus: set[int] | None) -> None:
+        self.path = path
         self.port = free_port()
         self.cpus = cpus
         self.process: subprocess.Popen[bytes] | None = None
@@ -95,7 +113,7 @@ class Peer(Target):
         self.process = subprocess.Popen(  # noqa: ASYNC220
             [
                 sys.executable,
-                str(PEER),
+                str(self.path),
                 str(self.port),
                 "--strategy",
                 "queued",
@@ -194,7 +212,9 @@ async def fanout(
 ) -> dict[str, float]:
     room = await target.new_room(http, f"peer-fanout-{time.time()}")
     url = target.url(room)
-    sockets, fill_s = await connect_many(http, url, [target.headers(i) for i in range(members)], 50)
+    headers = [target.headers(i) for i in range(members)]
+    async with target.phase("fill"):
+        sockets, fill_s = await connect_many(http, url, headers, 50)
     readers = [Member(ws) for ws in sockets]
     tasks = [asyncio.create_task(m.read()) for m in readers]
     await asyncio.sleep(1.0)  # presence frames of the fill settle
@@ -204,15 +224,16 @@ async def fanout(
     else:
         sender = await http.ws_connect(url)
     drain = asyncio.create_task(_drain(sender))
-    cpu0 = process_cpu_seconds(target.pid)
-    first = time.time()
-    for n in range(burst):
-        await sender.send_str(target.message(n))
     expected = members * burst
-    deadline = time.monotonic() + 60
-    while sum(m.frames for m in readers) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    cpu = process_cpu_seconds(target.pid) - cpu0
+    async with target.phase("burst"):
+        cpu0 = process_cpu_seconds(target.pid)
+        first = time.time()
+        for n in range(burst):
+            await sender.send_str(target.message(n))
+        deadline = time.monotonic() + 60
+        while sum(m.frames for m in readers) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        cpu = process_cpu_seconds(target.pid) - cpu0
     delivered = sum(m.frames for m in readers)
     last = max(m.last for m in readers)
     await sender.close()
@@ -236,9 +257,10 @@ async def _drain(ws: aiohttp.ClientWebSocketResponse) -> None:
 async def idle(http: aiohttp.ClientSession, target: Target, count: int) -> dict[str, float]:
     room = await target.new_room(http, f"peer-idle-{time.time()}")
     before = rss_kb(target.pid)
-    sockets, seconds = await connect_many(
-        http, target.url(room), [target.idle_headers()] * count, 200
-    )
+    async with target.phase("idle"):
+        sockets, seconds = await connect_many(
+            http, target.url(room), [target.idle_headers()] * count, 200
+        )
     await asyncio.sleep(1.0)
     after = rss_kb(target.pid)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
@@ -272,27 +294,40 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        default=Path(os.environ.get("CHATSVC_BENCH_PEER", DEFAULT_PEER)),
+        help="the bare aiohttp broadcast server to compare with (default: %(default)s)",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="measure chatsvc only")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy chatsvc's first run into this folder"
+    )
     args = parser.parse_args(argv)
     raise_nofile_limit()
     server_cpus, client_cpus = cpu_split(not args.no_pin)
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
     results: dict[str, list[dict[str, float]]] = {"chatsvc": [], "peer": []}
-    has_peer = PEER.exists()
-    if not has_peer:
-        print(f"peer comparison skipped: {PEER} not found (only chatsvc is measured)")
+    has_peer = not args.no_peer and args.peer.exists()
+    if not has_peer and not args.no_peer:
+        print(f"peer comparison skipped: {args.peer} not found (only chatsvc is measured)")
     for run in range(args.runs):
         service = Service(args.db, dict(BENCH_SETTINGS), cpus=server_cpus)
         await service.start()
         try:
             target = Chatsvc(service)
             target.tokens(args.members)
+            if args.profile is not None and run == 0:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                target.profiler = PhaseProfiler(service.pid, args.profile, f"chatsvc-{args.db}")
             results["chatsvc"].append(await measure(target, args))
         finally:
             await service.stop()
         print(f"run {run + 1} chatsvc: {results['chatsvc'][-1]}", flush=True)
         if has_peer:
-            peer = Peer(server_cpus)
+            peer = Peer(args.peer, server_cpus)
             await peer.start()
             try:
                 results["peer"].append(await measure(peer, args))
