@@ -238,3 +238,23 @@ async def test_free_form_json_with_too_many_values_is_refused(
     assert resp.status == 400
     error = (await resp.json())["errors"][0]
     assert error["field"] == "metadata" and "4096 values" in error["message"]
+
+
+@pytest.mark.parametrize("value", ["--5", "1e3", "%207", "7%20", "+7", "0x10", "٣"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/api/chat/sessions?limit={v}",
+        "/api/chat/sessions?offset={v}",
+        "/api/chat/sessions/{sid}/messages?after_seq={v}",
+        "/api/chat/sessions/{sid}/messages?before_seq={v}",
+        "/api/chat/audit?limit={v}",
+    ],
+)
+async def test_integer_query_parameters_are_plain_decimals(
+    client: TestClient, admin: Caller, route: str, value: str
+) -> None:
+    session = await create_session(client, admin)
+    resp = await client.get(route.format(v=value, sid=session["id"]), headers=admin.headers)
+    assert resp.status == 400, await resp.text()
+    assert "must be an integer" in (await resp.json())["errors"][0]["message"]

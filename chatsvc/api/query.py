@@ -45,7 +45,7 @@ class Range:
             return raw
         if raw == "":
             raise PydanticUseDefault()
-        text = raw.strip()
+        text = raw  # no trimming: " 7" is not a plain decimal integer
         digits = text.removeprefix("-")
         if not (digits.isascii() and digits.isdigit()) or len(text) > INT_DIGITS_MAX:
             raise _bad("must be an integer")
