@@ -34,7 +34,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from tests import test_browser_e2e as e2e
-from tests.test_browser_e2e import CHROMIUM_ARGS, START_TIMEOUT, free_port
+from tests.browser_helpers import CHROMIUM_ARGS, START_TIMEOUT, free_port
 
 with contextlib.suppress(ImportError):  # the chromium fixture fails loudly without it
     from playwright.async_api import Page, async_playwright, expect
