@@ -91,6 +91,7 @@ class Settings(BaseModel):
     session_cookie_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks, e.g. 10.0.0.0/8
+    public_url: str | None = None  # e.g. https://chat.example.com: redirect URI, cookie, Origin
     okta_scopes: str = "openid email profile offline_access"
     okta_prompt_consent: bool = True
     okta_resource_indicator: Literal["auto", "always", "never"] = "auto"
@@ -216,6 +217,26 @@ class Settings(BaseModel):
     def _production_needs_issuer(self) -> Settings:
         if self.env == "production" and not self.okta_issuer:
             raise ValueError("okta_issuer: is required when CHATSVC_ENV=production")
+        return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://chat.example.com")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_sign_in_needs_public_url(self) -> Settings:
+        # Behind a proxy the request's Host and scheme are not the browser's: the
+        # redirect URI and the cookie's Secure flag must come from configuration.
+        if self.env == "production" and self.okta_client_id and not self.public_url:
+            raise ValueError(
+                "public_url: is required for browser sign-in when CHATSVC_ENV=production"
+            )
         return self
 
     @model_validator(mode="after")

@@ -284,6 +284,42 @@ async def test_cookie_is_secure_unless_the_host_is_loopback(web_client: TestClie
     assert "Secure" not in set_cookie_header(resp).split("; ")
 
 
+async def test_the_public_url_gives_the_redirect_uri_the_cookie_and_the_origin(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(okta_client_id=CLIENT_ID, public_url="https://chat.example.com/")
+    # The request reaches chatsvc over plain http on loopback, as behind a proxy.
+    resp = await client.get("/auth/login", allow_redirects=False)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(resp.headers["Location"]).query).items()}
+    assert query["redirect_uri"] == "https://chat.example.com/auth/callback"
+    assert "Secure" in set_cookie_header(resp).split("; ")
+
+
+async def test_a_trusted_proxy_gives_the_origin_without_a_public_url(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(okta_client_id=CLIENT_ID, trusted_proxies="127.0.0.0/8")
+    headers = {
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "chat.example.com",
+    }
+    resp = await client.get("/auth/login", allow_redirects=False, headers=headers)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(resp.headers["Location"]).query).items()}
+    assert query["redirect_uri"] == "https://chat.example.com/auth/callback"
+    # The same headers from an untrusted peer change nothing.
+    untrusted = await make_client(okta_client_id=CLIENT_ID)
+    resp = await untrusted.get("/auth/login", allow_redirects=False, headers=headers)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(resp.headers["Location"]).query).items()}
+    assert query["redirect_uri"] == f"{own_origin(untrusted)}/auth/callback"
+
+
+def test_production_sign_in_needs_a_public_url(tmp_path: Path, okta: FakeOkta) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_for(tmp_path, None, okta, env="production", okta_client_id=CLIENT_ID)
+    assert "CHATSVC_PUBLIC_URL" in str(caught.value)
+
+
 async def test_a_tampered_cookie_is_no_session(web_client: TestClient, okta: FakeOkta) -> None:
     await browser_sign_in(web_client, okta)
     web_client.session.cookie_jar.clear()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from chatsvc.settings import Settings
+from chatsvc.keys import SETTINGS
+from chatsvc.settings import Settings, is_loopback_host
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -92,3 +94,22 @@ def forwarded_middleware(settings: Settings) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def public_origin(request: web.Request) -> str:
+    """``scheme://host`` the browser uses to reach chatsvc: ``CHATSVC_PUBLIC_URL``
+    when set, else what a trusted proxy says, else the request itself."""
+    public = request.app[SETTINGS].public_url
+    if public:
+        parts = urlsplit(public)
+        return f"{parts.scheme}://{parts.netloc}"
+    forwarded = request.get(FORWARDED)
+    scheme = forwarded.scheme if forwarded and forwarded.scheme else request.scheme
+    host = forwarded.host if forwarded and forwarded.host else request.host
+    return f"{scheme}://{host}"
+
+
+def is_secure_origin(request: web.Request) -> bool:
+    """Whether cookies must be ``Secure``: https, or any host but loopback."""
+    parts = urlsplit(public_origin(request))
+    return parts.scheme == "https" or not is_loopback_host(parts.hostname)

@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -29,8 +28,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatsvc.auth.keyfile import read_or_create
 from chatsvc.errors import ServiceUnavailable
+from chatsvc.http.forwarded import is_secure_origin
 from chatsvc.keys import CLOCK, DB_SESSIONS, REQUEST_ID, SETTINGS
-from chatsvc.settings import Settings, SettingsError, is_loopback_host
+from chatsvc.settings import Settings, SettingsError
 from chatsvc.store import browser_sessions as store
 from chatsvc.store.browser_sessions import StoredSession
 
@@ -90,13 +90,6 @@ def utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def request_hostname(request: web.BaseRequest) -> str | None:
-    try:
-        return urlsplit(f"//{request.host}").hostname
-    except ValueError:
-        return None
-
-
 class ServerSessionStorage(AbstractStorage):
     """aiohttp-session storage over ``browser_sessions``. The cookie's ``Secure``
     flag follows the request: set, unless the browser reached us on a loopback
@@ -145,7 +138,7 @@ class ServerSessionStorage(AbstractStorage):
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
-        secure = not is_loopback_host(request_hostname(request))
+        secure = is_secure_origin(request)
         now = request.app[CLOCK]()
         async with request.app[DB_SESSIONS]() as db:
             if session.empty:

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatsvc.errors import ChatError
+from chatsvc.http.forwarded import public_origin
 from chatsvc.keys import METRICS, REQUEST_ID, SETTINGS
 from chatsvc.web.session import CSRF_HEADER, check_csrf
 from chatsvc.web.signin import LOGOUT_PATH
@@ -49,8 +50,9 @@ def normalise_origin(origin: str) -> str | None:
 
 
 def allowed_origins(request: web.Request) -> set[str]:
-    """The service's own origin (scheme://Host of the request) plus ``allowed_origins``."""
-    candidates = [f"{request.scheme}://{request.host}", *request.app[SETTINGS].allowed_origins]
+    """The service's own origin (its public URL, else scheme://Host of the request)
+    plus ``allowed_origins``."""
+    candidates = [public_origin(request), *request.app[SETTINGS].allowed_origins]
     return {origin for c in candidates if (origin := normalise_origin(c)) is not None}
 
 

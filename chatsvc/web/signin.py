@@ -22,6 +22,7 @@ from authlib.common.security import generate_token  # type: ignore[import-untype
 
 from chatsvc.auth.tokens import InvalidToken, KeysUnavailable
 from chatsvc.errors import ChatError, NotFound, ServiceUnavailable, Unauthenticated
+from chatsvc.http.forwarded import public_origin
 from chatsvc.keys import AUTHENTICATOR, CLOCK, DEV_ISSUER, REQUEST_ID, SETTINGS
 from chatsvc.service.identity import Profile
 from chatsvc.web.cookie import BROWSER_ROW, BrowserRow, Tokens, storage_of
@@ -75,7 +76,7 @@ def error_page(request: web.Request, error: ChatError) -> web.Response:
 
 
 def own_origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    return public_origin(request)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
