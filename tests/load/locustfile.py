@@ -21,7 +21,7 @@ User classes
     gevent monkey-patching) with a receiving greenlet per member. It reports
     ``WS connect`` (upgrade to ``connected`` frame), ``WS send`` (to the sender's
     own ``message`` frame) and ``WS delivery`` (receive time minus the sender's
-    ``metadata.t``, for every message frame a member receives) as Locust
+    ``metadata.t``, for every message of another member it receives) as Locust
     request events.
 """
 
@@ -304,12 +304,14 @@ class WebSocketMember(HttpUser):
                 continue
             kind = frame.get("type")
             if kind == "message":
+                started = self.pending.pop(frame.get("client_msg_id") or "", None)
+                if started is not None:  # our own message: the send's acknowledgement
+                    self.fire("send", started, len(data))
+                    continue
+                # Someone else's message: how long it took to reach this member.
                 sent = (frame.get("metadata") or {}).get("t")
                 if isinstance(sent, int | float):
                     self.fire("delivery", now, len(data), response_time=(now - sent) * 1000)
-                started = self.pending.pop(frame.get("client_msg_id") or "", None)
-                if started is not None:
-                    self.fire("send", started, len(data))
             elif kind == "error":
                 self.fire(
                     f"error {frame.get('code')}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
+import json
 import sys
 from pathlib import Path
 
@@ -55,22 +55,53 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return parser.parse_args(argv), extra
 
 
+def _percentile(times: dict[str, int], fraction: float) -> float:
+    """Locust's own way: the smallest recorded time that covers ``fraction`` of requests."""
+    total = sum(times.values())
+    if not total:
+        return 0.0
+    seen = 0
+    for value, count in sorted(((float(k), c) for k, c in times.items()), key=lambda kv: kv[0]):
+        seen += count
+        if seen >= total * fraction:
+            return value
+    return max(float(k) for k in times)
+
+
 def summary(prefix: Path) -> str:
-    path = Path(f"{prefix}_stats.csv")
+    """The table from Locust's final statistics (``--json-file``), the same ones its
+    own closing report prints (its CSV is written a moment before the last requests)."""
+    path = Path(f"{prefix}.json")
     if not path.is_file():
         return f"(no {path})"
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    width = max(len(f"{r['Type']} {r['Name']}") for r in rows)
+    entries = json.loads(path.read_text())
+    rows = []
+    merged: dict[str, int] = {}
+    first = min((e["start_time"] for e in entries), default=0.0)
+    last = max((e["last_request_timestamp"] or 0.0 for e in entries), default=0.0)
+    for e in sorted(entries, key=lambda e: (e["method"], e["name"])):
+        for k, c in e["response_times"].items():
+            merged[k] = merged.get(k, 0) + c
+        rows.append(
+            (
+                f"{e['method']} {e['name']}",
+                e["num_requests"],
+                e["num_failures"],
+                e["response_times"],
+            )
+        )
+    rows.append(("Aggregated", sum(r[1] for r in rows), sum(r[2] for r in rows), merged))
+    seconds = max(last - first, 1e-9)
+    width = max(len(r[0]) for r in rows)
     lines = [
         f"{'request'.ljust(width)}  {'count':>7}  {'fails':>6}  {'req/s':>8}  {'p50 ms':>7}  "
         f"{'p95 ms':>7}  {'p99 ms':>7}"
     ]
-    for r in rows:
-        name = f"{r['Type']} {r['Name']}".strip()
+    for name, count, fails, times in rows:
         lines.append(
-            f"{name.ljust(width)}  {r['Request Count']:>7}  {r['Failure Count']:>6}  "
-            f"{float(r['Requests/s']):8.1f}  {r['50%']:>7}  {r['95%']:>7}  {r['99%']:>7}"
+            f"{name.ljust(width)}  {count:>7}  {fails:>6}  {count / seconds:8.1f}  "
+            f"{_percentile(times, 0.5):>7.0f}  {_percentile(times, 0.95):>7.0f}  "
+            f"{_percentile(times, 0.99):>7.0f}"
         )
     return "\n".join(lines)
 
@@ -96,6 +127,7 @@ async def main(argv: list[str] | None = None) -> int:
         "--csv", str(prefix),
         "--html", str(args.out / "report.html"),
         "--only-summary",
+        "--json-file", str(prefix),
         "--stop-timeout", "5",
         *extra,
     ]  # fmt: skip
@@ -109,7 +141,7 @@ async def main(argv: list[str] | None = None) -> int:
         server_status = await service.stop()
     print()
     print(summary(prefix))
-    print(f"\nreports: {prefix}_stats.csv, {args.out / 'report.html'}")
+    print(f"\nreports: {prefix}.json, {prefix}_stats.csv, {args.out / 'report.html'}")
     print(f"locust exit status {status}; service exit status {server_status}")
     return status
 
