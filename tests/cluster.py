@@ -53,6 +53,8 @@ class TcpProxy:
         self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._serve_task = asyncio.current_task()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self._ready.set()
@@ -76,6 +78,7 @@ class TcpProxy:
                 while data := await src.read(65536):
                     if self.frozen:
                         continue
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -97,6 +100,15 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.open = True
+
+    def freeze(self) -> None:
+        """Connections stay open and nothing passes until :meth:`thaw`, which lets
+        what waited through (a server stopped with SIGSTOP, as its clients see it)."""
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+        time.sleep(0.05)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     async def _shutdown(self) -> None:
         self._cut()

@@ -20,53 +20,12 @@ from chatsvc.app import create_app
 from tests.cluster import TcpProxy
 from tests.conftest import PG_URL, _truncate_postgres, settings_for
 
-
-class FreezingProxy(TcpProxy):
-    """Also :meth:`freeze`: connections stay open but nothing passes (a server
-    stopped with SIGSTOP, as its clients see it) until :meth:`thaw`."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.flowing = asyncio.Event()
-        super().__init__(target_host, target_port)
-        self._loop.call_soon_threadsafe(self.flowing.set)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.open:
-            writer.close()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    await self.flowing.wait()
-                    dst.write(data)
-                    await dst.drain()
-            except Exception:
-                pass
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def freeze(self) -> None:
-        self._loop.call_soon_threadsafe(self.flowing.clear)
-        time.sleep(0.05)
-
-    def thaw(self) -> None:
-        self._loop.call_soon_threadsafe(self.flowing.set)
-
-
 if PG_URL:
 
     @pytest.fixture
     def pg_proxy() -> TcpProxy:
         parts = urlsplit(PG_URL)
-        proxy = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
         yield proxy
         proxy.close()
 
