@@ -58,7 +58,21 @@ async def test_owner_renewed_as_read_is_told_it_cannot_send(
     await ws.send_json({"type": "auth", "access_token": caller(writer.email, "read").token})
     await next_frame(ws, "auth_ok")
     changed = await next_frame(ws, "permission_changed")
-    assert changed == {"type": "permission_changed", "permission": "read", "can_send": False}
+    assert changed == {
+        "type": "permission_changed",
+        "permission": "read",
+        "can_send": False,
+        # Still the owner, but the route levels of every change need write.
+        "permissions": {
+            "view": True,
+            "send": False,
+            "update": False,
+            "share": False,
+            "delete": False,
+            "manage_collaborators": False,
+            "post_system": False,
+        },
+    }
     await ws.send_json({"type": "message", "content": "owner, but read"})
     assert (await next_frame(ws, "error"))["message"] == "Requires write permission"
 

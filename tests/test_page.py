@@ -276,8 +276,19 @@ async def test_banners_collaborators_and_audit(service: str, browser: Browser) -
     guest_id = (await rest(guest.page, "GET", "/api/me"))["body"]["id"]
     await guest.open_session(session_id)
 
-    # A 403 banner: Gus may write in the shared room but not rename it ...
+    # Gus may write in the shared room but not rename, share or delete it: the page
+    # offers none of that (the session's `permissions` say so) ...
     page = guest.page
+    await expect(page.locator("#session-settings")).to_be_hidden()
+    await expect(page.locator("#message-input")).to_be_enabled()
+    # ... and a refusal is still explained: from a view gone stale (forced here), the
+    # server's 403 shows as a banner.
+    await page.evaluate(
+        """() => {
+            document.querySelector('#session-settings').hidden = false;
+            document.querySelector('#session-rename-form').hidden = false;
+        }"""
+    )
     await page.click("#session-settings summary")
     await page.fill("#session-rename-input", "Gus's room")
     await page.click("#session-rename-submit")

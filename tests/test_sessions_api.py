@@ -28,6 +28,7 @@ SESSION_FIELDS = {
     "created_at",
     "updated_at",
     "last_seq",
+    "permissions",
 }
 
 

@@ -315,6 +315,16 @@ async def test_connected_frame_describes_member_and_session(
         "user_email": writer.email,
         "permission": "write",
         "can_send": True,
+        # The owner, a writer: everything but posting system messages.
+        "permissions": {
+            "view": True,
+            "send": True,
+            "update": True,
+            "share": True,
+            "delete": True,
+            "manage_collaborators": True,
+            "post_system": False,
+        },
         "last_seq": 2,
         "online": [{"user_id": me["id"], "user_email": writer.email}],
         "online_count": 1,

@@ -596,7 +596,9 @@ async def test_session_update_reaches_sockets(
     assert resp.status == 200
     updated = await resp.json()
     frame = await next_frame(ws, "session_updated")
-    assert frame == {"type": "session_updated", "session": updated}
+    # The session as it is, without the PUT caller's own permissions: each member has its own.
+    shared = {key: value for key, value in updated.items() if key != "permissions"}
+    assert frame == {"type": "session_updated", "session": shared}
     assert frame["session"]["title"] == "Renamed"
 
 

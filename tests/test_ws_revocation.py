@@ -150,15 +150,31 @@ async def test_removing_one_collaborator_leaves_the_others(
     await ping_pong(kept)
 
 
-async def test_removing_collaborator_of_shared_session_changes_nothing(
+async def test_removing_collaborator_of_shared_session_only_takes_the_update_right(
     client: TestClient, writer: Caller, other_writer: Caller
 ) -> None:
     session = await create_session(client, writer, is_shared=True)
     user_id = await add_collaborator(client, writer, session["id"], other_writer)
-    ws, _ = await connect(client, other_writer, session["id"])
+    ws, connected = await connect(client, other_writer, session["id"])
+    assert connected["permissions"]["update"] is True
 
     await remove_collaborator(client, writer, session["id"], user_id)
-    assert await frames_before_pong(ws) == []
+    assert await frames_before_pong(ws) == [
+        {
+            "type": "permission_changed",
+            "permission": "write",
+            "can_send": True,
+            "permissions": {
+                "view": True,
+                "send": True,
+                "update": False,
+                "share": False,
+                "delete": False,
+                "manage_collaborators": False,
+                "post_system": False,
+            },
+        }
+    ]
     await ws.send_json({"type": "message", "content": "still here"})
     assert (await next_frame(ws, "message"))["content"] == "still here"
 
@@ -228,6 +244,15 @@ async def test_renewal_with_read_level_on_shared_session_only_loses_send_right(
         "type": "permission_changed",
         "permission": "read",
         "can_send": False,
+        "permissions": {
+            "view": True,
+            "send": False,
+            "update": False,
+            "share": False,
+            "delete": False,
+            "manage_collaborators": False,
+            "post_system": False,
+        },
     }
     await ws.send_json({"type": "message", "content": "still?"})
     assert await next_frame(ws, "error") == {
@@ -250,6 +275,15 @@ async def test_renewal_with_write_level_grants_send_right(
         "type": "permission_changed",
         "permission": "write",
         "can_send": True,
+        "permissions": {
+            "view": True,
+            "send": True,
+            "update": False,
+            "share": False,
+            "delete": False,
+            "manage_collaborators": False,
+            "post_system": False,
+        },
     }
     await ws.send_json({"type": "message", "content": "now I can"})
     assert (await next_frame(ws, "message"))["content"] == "now I can"

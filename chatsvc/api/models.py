@@ -23,6 +23,18 @@ Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="j
 MessageType = Literal["user", "assistant", "system"]
 
 
+class Permissions(TypedDict):
+    """What the caller may do with the session: true exactly where the request passes."""
+
+    view: bool
+    send: bool
+    update: bool
+    share: bool
+    delete: bool
+    manage_collaborators: bool
+    post_system: bool
+
+
 class SessionOut(TypedDict):
     id: uuid.UUID
     title: str
@@ -33,6 +45,7 @@ class SessionOut(TypedDict):
     created_at: Timestamp
     updated_at: Timestamp
     last_seq: int
+    permissions: Permissions
 
 
 class MessageOut(TypedDict):

@@ -57,7 +57,7 @@ ROSTER_LIMIT = 200  # users listed in ``connected.online``
 def connected(
     principal: Principal,
     session_id: uuid.UUID,
-    can_send: bool,
+    permissions: dict[str, bool],
     last_seq: int,
     online: dict[uuid.UUID, str],
 ) -> Frame:
@@ -67,7 +67,8 @@ def connected(
         "user_id": principal.user_id,
         "user_email": principal.email,
         "permission": principal.permission,
-        "can_send": can_send,
+        "can_send": permissions["send"],
+        "permissions": permissions,
         "last_seq": last_seq,
         "online": [
             {"user_id": user_id, "user_email": email}
@@ -140,8 +141,13 @@ def typing(event: TypingChanged) -> Frame:
     }
 
 
-def permission_changed(principal: Principal, can_send: bool) -> Frame:
-    return {"type": "permission_changed", "permission": principal.permission, "can_send": can_send}
+def permission_changed(principal: Principal, can_send: bool, permissions: dict[str, bool]) -> Frame:
+    return {
+        "type": "permission_changed",
+        "permission": principal.permission,
+        "can_send": can_send,
+        "permissions": permissions,
+    }
 
 
 def auth_ok(expires_at: float) -> Frame:

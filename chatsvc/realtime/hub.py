@@ -45,7 +45,7 @@ from chatsvc.events import (
 )
 from chatsvc.events.broker import Broker
 from chatsvc.metrics import Metrics
-from chatsvc.policy import Action, SessionFacts, allows
+from chatsvc.policy import Action, SessionFacts, allows, permissions
 from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import ACCESS_REVOKED, SESSION_DELETED, SHUTDOWN, TOO_SLOW, Disconnect
 
@@ -123,6 +123,10 @@ class Connection:
     @property
     def can_send(self) -> bool:
         return allows(self.principal, Action.WS_SEND, self.facts)
+
+    @property
+    def permissions(self) -> dict[str, bool]:
+        return permissions(self.principal, self.facts)
 
     @property
     def closing(self) -> bool:
@@ -680,22 +684,25 @@ class Hub:
         return sent
 
     # --- access changes --------------------------------------------------------
-    def reevaluate(self, conn: Connection, could_send: bool, level_changed: bool = False) -> None:
-        """Re-apply the policy to a live member: close it, or tell it its rights changed."""
+    def reevaluate(
+        self, conn: Connection, before: dict[str, bool], level_changed: bool = False
+    ) -> None:
+        """Re-apply the policy to a live member: close it, or tell it its rights changed
+        (``before``: its permissions before the change)."""
         if conn.closing:
             return
         if not allows(conn.principal, Action.WS_REVOKED, conn.facts):
             self._on_revoked(conn)
             conn.close(ACCESS_REVOKED)
             return
-        can_send = conn.can_send
-        if can_send != could_send or level_changed:
-            conn.send_json(frames.permission_changed(conn.principal, can_send))
+        now = conn.permissions
+        if now != before or level_changed:
+            conn.send_json(frames.permission_changed(conn.principal, conn.can_send, now))
 
     def _set_facts(self, conn: Connection, facts: SessionFacts) -> None:
-        could_send = conn.can_send
+        before = conn.permissions
         conn.facts = facts
-        self.reevaluate(conn, could_send)
+        self.reevaluate(conn, before)
 
     def _on_session_updated(self, room: Room, event: SessionUpdated) -> None:
         room.owner_id, room.is_shared = event.owner_id, event.is_shared

@@ -190,7 +190,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             # What the room released meanwhile is in its ring: start after it.
             last_seq = max(last_seq, hub.rooms[session_id].last_seq)
         connected = frames.connected(
-            principal, session_id, conn.can_send, last_seq, hub.online(session_id)
+            principal, session_id, conn.permissions, last_seq, hub.online(session_id)
         )
         await conn.send_now(orjson.dumps(connected))
         # Without since_seq, start after the last_seq just reported: a message
@@ -353,11 +353,11 @@ async def on_auth(app: web.Application, conn: Connection, frame: dict[str, Any])
     old = conn.principal
     if (renewed.issuer, renewed.subject) != (old.issuer, old.subject):
         raise Unauthenticated("The token belongs to another user")
-    could_send = conn.can_send
+    before = conn.permissions
     conn.principal = renewed
     conn.schedule_expiry(renewed.expires_at)
     conn.send_json(frames.auth_ok(renewed.expires_at))
-    app[HUB].reevaluate(conn, could_send, level_changed=renewed.level != old.level)
+    app[HUB].reevaluate(conn, before, level_changed=renewed.level != old.level)
 
 
 FrameHandler = Callable[[web.Application, Connection, dict[str, Any]], Awaitable[None]]

@@ -71,8 +71,9 @@ async def list_sessions(
     limit: int,
     offset: int,
     include_messages: bool,
-) -> list[dict[str, Any]]:
-    query = select(*SESSION_COLUMNS)
+) -> list[tuple[dict[str, Any], SessionFacts]]:
+    """The sessions in ``scope``, newest first, each with the caller's access facts."""
+    query = select(*SESSION_COLUMNS, _is_collaborator(user_id).label("is_collaborator"))
     condition = _scope_filter(scope, user_id)
     if condition is not None:
         query = query.where(condition)
@@ -82,11 +83,15 @@ async def list_sessions(
         .offset(offset)
     )
     sessions = rows_as_dicts(await session.execute(query))
+    listed = [
+        (item, SessionFacts(item["user_id"], item["is_shared"], bool(item.pop("is_collaborator"))))
+        for item in sessions
+    ]
     if include_messages:
         recent = await recent_messages(session, [s["id"] for s in sessions])
         for item in sessions:
             item["recent_messages"] = recent.get(item["id"], [])
-    return sessions
+    return listed
 
 
 async def recent_messages(

@@ -186,21 +186,20 @@ function renderSessionPane() {
   $('#no-session-selected').hidden = Boolean(session);
   $('#session-pane').hidden = !session;
   if (!session) return;
-  const { id: myId, permission } = state.me;
-  const canWrite = WRITE_LEVELS.includes(permission);
-  const ownerOrAdmin = canWrite && (session.user_id === myId || permission === 'admin');
+  // The server says what this user may do with the session (the same checks as the
+  // requests): offer exactly that.
+  const may = (name) => Boolean(session.permissions?.[name]);
   $('#session-title').textContent = session.title;
   $('#session-shared-badge').hidden = !session.is_shared;
-  // Collaborator status is not cheap to learn, so any writer may try to rename; a 403 shows why not.
-  $('#session-settings').hidden = !canWrite;
-  $('#session-rename-form').hidden = !canWrite;
+  $('#session-settings').hidden = !(may('update') || may('share') || may('delete'));
+  $('#session-rename-form').hidden = !may('update');
   const rename = $('#session-rename-input');
   if (document.activeElement !== rename) rename.value = session.title;
-  $('#session-share-toggle').hidden = !ownerOrAdmin;
+  $('#session-share-toggle').hidden = !may('share');
   $('#session-share-toggle').textContent = session.is_shared ? 'Stop sharing' : 'Share with everyone';
   const confirmGroup = $('#session-delete-confirm-group');
-  if (!ownerOrAdmin) confirmGroup.hidden = true;
-  $('#session-delete').hidden = !ownerOrAdmin || !confirmGroup.hidden;
+  if (!may('delete')) confirmGroup.hidden = true;
+  $('#session-delete').hidden = !may('delete') || !confirmGroup.hidden;
   renderCollaborators();
 }
 
@@ -225,8 +224,10 @@ function deleteSession() {
 }
 
 function replaceSession(session) {
-  state.sessions = state.sessions.map((s) => (s.id === session.id ? session : s));
-  if (state.current?.id === session.id) state.current = session;
+  // A session_updated frame carries no permissions (each member's differ): keep ours.
+  const keep = (old) => ({ ...session, permissions: session.permissions ?? old.permissions });
+  state.sessions = state.sessions.map((s) => (s.id === session.id ? keep(s) : s));
+  if (state.current?.id === session.id) state.current = keep(state.current);
   renderSessions();
   renderSessionPane();
 }
@@ -617,6 +618,9 @@ const frameHandlers = {
   permission_changed(f) {
     state.canSend = Boolean(f.can_send);
     setPermission(f.permission);
+    if (state.current && f.permissions) {
+      replaceSession({ ...state.current, permissions: f.permissions });
+    }
     renderSendBox();
   },
   error(f) {
@@ -691,8 +695,7 @@ const newClientMsgId = () => crypto.randomUUID?.()
 // ---------------------------------------------------------------- collaborators
 
 const collaboratorsPath = (id) => `${sessionPath(id)}/collaborators`;
-const canManageCollaborators = () => Boolean(state.current) && WRITE_LEVELS.includes(state.me.permission)
-  && (state.current.user_id === state.me.id || state.me.permission === 'admin');
+const canManageCollaborators = () => Boolean(state.current?.permissions?.manage_collaborators);
 
 function toggleCollaborators(open = !state.collabOpen) {
   state.collabOpen = open;
