@@ -18,7 +18,14 @@ from chatsvc.app import create_app
 from chatsvc.keys import DB_SESSIONS
 from tests.conftest import Caller, create_session, send_message, settings_for
 from tests.fake_okta import FakeOkta
-from tests.ws_helpers import connect, expect_close, next_frame, ping_pong, ws_path
+from tests.ws_helpers import (
+    connect,
+    expect_close,
+    next_frame,
+    permissions_granting,
+    ping_pong,
+    ws_path,
+)
 
 HUGE_TIMES = {
     "exp of 10^400": {"exp": 10**400},
@@ -63,15 +70,7 @@ async def test_owner_renewed_as_read_is_told_it_cannot_send(
         "permission": "read",
         "can_send": False,
         # Still the owner, but the route levels of every change need write.
-        "permissions": {
-            "view": True,
-            "send": False,
-            "update": False,
-            "share": False,
-            "delete": False,
-            "manage_collaborators": False,
-            "post_system": False,
-        },
+        "permissions": permissions_granting("view"),
     }
     await ws.send_json({"type": "message", "content": "owner, but read"})
     assert (await next_frame(ws, "error"))["message"] == "Requires write permission"

@@ -14,7 +14,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Caller, create_session, send_message, sign_in
-from tests.ws_helpers import audit_events, connect, expect_close, open_ws, ws_path
+from tests.ws_helpers import (
+    audit_events,
+    connect,
+    expect_close,
+    open_ws,
+    permissions_granting,
+    ws_path,
+)
 
 POLICY = 1008
 MESSAGE_TOO_BIG = 1009
@@ -316,15 +323,9 @@ async def test_connected_frame_describes_member_and_session(
         "permission": "write",
         "can_send": True,
         # The owner, a writer: everything but posting system messages.
-        "permissions": {
-            "view": True,
-            "send": True,
-            "update": True,
-            "share": True,
-            "delete": True,
-            "manage_collaborators": True,
-            "post_system": False,
-        },
+        "permissions": permissions_granting(
+            "view", "send", "update", "share", "delete", "manage_collaborators"
+        ),
         "last_seq": 2,
         "online": [{"user_id": me["id"], "user_email": writer.email}],
         "online_count": 1,

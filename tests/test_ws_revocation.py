@@ -22,6 +22,7 @@ from tests.ws_helpers import (
     frames_before_pong,
     frames_within,
     next_frame,
+    permissions_granting,
     ping_pong,
 )
 
@@ -164,15 +165,7 @@ async def test_removing_collaborator_of_shared_session_only_takes_the_update_rig
             "type": "permission_changed",
             "permission": "write",
             "can_send": True,
-            "permissions": {
-                "view": True,
-                "send": True,
-                "update": False,
-                "share": False,
-                "delete": False,
-                "manage_collaborators": False,
-                "post_system": False,
-            },
+            "permissions": permissions_granting("view", "send"),
         }
     ]
     await ws.send_json({"type": "message", "content": "still here"})
@@ -244,15 +237,7 @@ async def test_renewal_with_read_level_on_shared_session_only_loses_send_right(
         "type": "permission_changed",
         "permission": "read",
         "can_send": False,
-        "permissions": {
-            "view": True,
-            "send": False,
-            "update": False,
-            "share": False,
-            "delete": False,
-            "manage_collaborators": False,
-            "post_system": False,
-        },
+        "permissions": permissions_granting("view"),
     }
     await ws.send_json({"type": "message", "content": "still?"})
     assert await next_frame(ws, "error") == {
@@ -275,15 +260,7 @@ async def test_renewal_with_write_level_grants_send_right(
         "type": "permission_changed",
         "permission": "write",
         "can_send": True,
-        "permissions": {
-            "view": True,
-            "send": True,
-            "update": False,
-            "share": False,
-            "delete": False,
-            "manage_collaborators": False,
-            "post_system": False,
-        },
+        "permissions": permissions_granting("view", "send"),
     }
     await ws.send_json({"type": "message", "content": "now I can"})
     assert (await next_frame(ws, "message"))["content"] == "now I can"

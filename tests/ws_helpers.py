@@ -139,3 +139,20 @@ async def eventually(predicate: Any, within: float = TIMEOUT) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+PERMISSION_NAMES = (
+    "view",
+    "send",
+    "update",
+    "share",
+    "delete",
+    "manage_collaborators",
+    "post_system",
+)
+
+
+def permissions_granting(*granted: str) -> dict[str, bool]:
+    """A session's ``permissions`` object with exactly ``granted`` true."""
+    assert set(granted) <= set(PERMISSION_NAMES), granted
+    return {name: name in granted for name in PERMISSION_NAMES}
