@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +29,15 @@ from chatsvc.store.models import new_id, utcnow
 
 log = logging.getLogger("chatsvc.audit")
 
+# ``denied``: refused. ``would_deny``: allowed in shadow mode, refused once enforced.
+# ``revoked``: the identity provider ended or changed a user's access.
+Outcome = Literal["denied", "would_deny", "revoked"]
+_LOG_EVENT: dict[str, str] = {
+    "denied": "access_denied",
+    "would_deny": "would_deny",
+    "revoked": "access_revoked",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -40,6 +50,7 @@ class AuditRecord:
     reason: str
     request_id: str | None
     client_ip: str | None
+    outcome: Outcome = "denied"
     id: uuid.UUID = field(default_factory=new_id)
     occurred_at: datetime = field(default_factory=utcnow)
 
@@ -72,8 +83,10 @@ class AuditWriter:
         resource_id: str | None,
         request_id: str | None,
         client_ip: str | None,
+        outcome: Outcome = "denied",
     ) -> None:
-        """Record one denial (REST 403, WebSocket close or ``PERMISSION_DENIED`` frame)."""
+        """Record one denial (REST 403, WebSocket close or ``PERMISSION_DENIED`` frame),
+        or with ``outcome="would_deny"`` one that shadow mode let through."""
         self.record(
             AuditRecord(
                 user_id=principal.user_id if principal else None,
@@ -85,6 +98,7 @@ class AuditWriter:
                 reason=reason,
                 request_id=request_id,
                 client_ip=client_ip,
+                outcome=outcome,
             )
         )
 
@@ -94,8 +108,9 @@ class AuditWriter:
 
     def record(self, event: AuditRecord) -> None:
         log.warning(
-            "event=access_denied action=%s user_id=%s permission=%s resource_type=%s "
+            "event=%s action=%s user_id=%s permission=%s resource_type=%s "
             "resource_id=%s reason=%r request_id=%s client_ip=%s",
+            _LOG_EVENT[event.outcome],
             event.action,
             event.user_id,
             event.permission,
@@ -105,7 +120,10 @@ class AuditWriter:
             event.request_id,
             event.client_ip,
         )
-        self._metrics.denials.labels(event.action).inc()
+        if event.outcome == "would_deny":
+            self._metrics.shadow_denials.labels(event.action).inc()
+        elif event.outcome == "denied":
+            self._metrics.denials.labels(event.action).inc()
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:

@@ -78,6 +78,18 @@ class Metrics:
         self.denials = Counter(
             "chatsvc_access_denials", "Access denials by action", ["action"], registry=r
         )
+        self.shadow_denials = Counter(
+            "chatsvc_shadow_denials",
+            "Requests shadow mode allowed that enforcement would refuse, by action",
+            ["action"],
+            registry=r,
+        )
+        self.revocations = Counter(
+            "chatsvc_revocations",
+            "Users whose access the identity provider ended or changed, by source",
+            ["source"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "chatsvc_rate_limited", "Messages refused by the per-user rate limit", registry=r
         )

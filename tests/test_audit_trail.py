@@ -37,6 +37,8 @@ AUDIT_FIELDS = {
     "reason",
     "request_id",
     "client_ip",
+    "outcome",
+    "hash",
 }
 
 
@@ -127,7 +129,7 @@ async def test_each_denial_is_one_audit_event_with_the_right_fields(
             assert event["occurred_at"].endswith(("Z", "+00:00"))
             assert datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
             expected_resource = {"session": scene.session_id, "message": scene.message_id}
-            assert {k: event[k] for k in AUDIT_FIELDS - {"id", "occurred_at"}} == {
+            assert {k: event[k] for k in AUDIT_FIELDS - {"id", "occurred_at", "hash"}} == {
                 "user_id": ids[who],
                 "user_email": caller.email,
                 "permission": None if caller.level == "none" else caller.level,
@@ -137,6 +139,7 @@ async def test_each_denial_is_one_audit_event_with_the_right_fields(
                 "reason": reason,
                 "request_id": request_id,
                 "client_ip": "127.0.0.1",
+                "outcome": "denied",
             }
 
 

@@ -117,6 +117,8 @@ class AuditEventOut(TypedDict):
     reason: str
     request_id: str | None
     client_ip: str | None
+    outcome: Literal["denied", "would_deny", "revoked"]
+    hash: str | None
 
 
 class HealthOut(TypedDict):

@@ -211,3 +211,22 @@ class AuditEvent(Base):
     reason: Mapped[str] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    # ``denied``, ``would_deny`` (shadow mode) or ``revoked`` (the IdP ended access).
+    outcome: Mapped[str] = mapped_column(String(16), default="denied", server_default="denied")
+    # SHA-256 (hex) over the previous event's hash and this event's canonical JSON.
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class Revocation(Base):
+    """The IdP ended (or changed) a user's access at ``cutoff``: tokens issued at or
+    before it are refused. Kept until every such token has expired (``expires_at``)."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (UniqueConstraint("user_id", "cutoff"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
