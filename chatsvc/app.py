@@ -20,6 +20,7 @@ from chatsvc.keys import CLOCK, DRAINING, HTTP_CLIENT, METRICS, RATE_LIMITER, SE
 from chatsvc.metrics import Metrics
 from chatsvc.realtime.setup import setup_realtime
 from chatsvc.service.ratelimit import RateLimiter
+from chatsvc.service.revocation import setup_revocations
 from chatsvc.settings import Settings, load_settings
 from chatsvc.store.db import setup_database
 from chatsvc.web import (
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     setup_identity(app)
     setup_audit(app)
     setup_events(app)
+    setup_revocations(app)
     setup_realtime(app)
     setup_routes(app)
     setup_web(app)

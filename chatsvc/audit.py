@@ -32,6 +32,7 @@ log = logging.getLogger("chatsvc.audit")
 # ``denied``: refused. ``would_deny``: allowed in shadow mode, refused once enforced.
 # ``revoked``: the identity provider ended or changed a user's access.
 Outcome = Literal["denied", "would_deny", "revoked"]
+USER_REVOKED = "user.revoked"
 _LOG_EVENT: dict[str, str] = {
     "denied": "access_denied",
     "would_deny": "would_deny",
@@ -99,6 +100,31 @@ class AuditWriter:
                 request_id=request_id,
                 client_ip=client_ip,
                 outcome=outcome,
+            )
+        )
+
+    def revoked(
+        self,
+        user_id: uuid.UUID,
+        user_email: str | None,
+        reason: str,
+        *,
+        request_id: str | None,
+        client_ip: str | None,
+    ) -> None:
+        """Record that the identity provider ended or changed a user's access."""
+        self.record(
+            AuditRecord(
+                user_id=user_id,
+                user_email=user_email,
+                permission=None,
+                action=USER_REVOKED,
+                resource_type="user",
+                resource_id=str(user_id),
+                reason=reason,
+                request_id=request_id,
+                client_ip=client_ip,
+                outcome="revoked",
             )
         )
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chatsvc.realtime.hub import Hub
     from chatsvc.service.identity import Authenticator
     from chatsvc.service.ratelimit import RateLimiter
+    from chatsvc.service.revocation import Revoker
     from chatsvc.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -34,6 +35,7 @@ AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 BROKER: web.AppKey[Broker] = web.AppKey("broker")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+REVOKER: web.AppKey[Revoker] = web.AppKey("revoker")
 # Set when the process was asked to stop: /readyz answers 503 so a balancer drains it.
 DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining")
 # Wall-clock seconds (``time.time``) for what the app times itself; tests move it.
@@ -43,3 +45,5 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
 ACTION: web.RequestKey[Action] = web.RequestKey("action")
 RESOURCE_ID: web.RequestKey[str | None] = web.RequestKey("resource_id")
+# The stored id of the browser session a request was authenticated through.
+BROWSER_SESSION_ID: web.RequestKey[str] = web.RequestKey("browser_session_id")

@@ -132,6 +132,17 @@ class Settings(BaseModel):
     ws_replay_ring: int = Field(256, ge=0, le=100_000)
     presence_interval: float = Field(0.25, ge=0)
 
+    # --- continuous access (the IdP ends or changes a user's access)
+    logout_issuer: str | None = None  # Universal Logout JWTs: default the Okta issuer's org URL
+    logout_jwks_uri: str | None = None  # default: from the logout issuer's discovery
+    okta_event_hook_secret: str | None = None  # unset: the event hook receiver answers 404
+    okta_event_hook_header: str = "Authorization"
+    # How long a revocation is kept: the longest lifetime of a token it covers.
+    revocation_ttl: float = Field(24 * 3600.0, gt=0)
+    revocation_reload_interval: float = Field(10.0, gt=0)
+    # A socket whose token a group change revoked renews it within this (the page does).
+    revocation_renew_grace: float = Field(30.0, gt=0)
+
     # --- audit
     audit_queue_size: int = Field(10_000, ge=1)
     audit_batch_size: int = Field(200, ge=1)
@@ -157,13 +168,16 @@ class Settings(BaseModel):
         "session_cookie_key",
         "okta_client_private_key",
         "okta_post_logout_redirect_uri",
+        "logout_issuer",
+        "logout_jwks_uri",
+        "okta_event_hook_secret",
         mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("okta_issuer")
+    @field_validator("okta_issuer", "logout_issuer")
     @classmethod
     def _issuer_https(cls, value: str | None) -> str | None:
         if value is None:
@@ -265,6 +279,17 @@ class Settings(BaseModel):
         # The development issuer's name does not depend on the port, so that several
         # processes sharing one data directory (and so one key) accept each other's tokens.
         return self.okta_issuer or DEV_ISSUER
+
+    @property
+    def effective_logout_issuer(self) -> str:
+        """Who signs Universal Logout requests: the Okta org (the scheme and host of
+        the Okta issuer) unless set; the development issuer itself in development."""
+        if self.logout_issuer is not None:
+            return self.logout_issuer
+        if self.okta_issuer is None:
+            return DEV_ISSUER
+        parts = urlsplit(self.okta_issuer)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def discovery_url(self) -> str:

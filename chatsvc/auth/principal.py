@@ -28,6 +28,7 @@ class Principal:
     level: Level | None
     groups: tuple[str, ...]
     expires_at: int  # the token's ``exp`` (epoch seconds)
+    issued_at: int = 0  # its ``iat``: a revocation refuses tokens issued at or before it
 
     @property
     def permission(self) -> str | None:

@@ -185,7 +185,15 @@ class TokenValidator:
             raise InvalidToken("unknown_kid") from None
 
     async def validate(self, token: str) -> dict[str, Any]:
-        """Verify signature and claims; return the claims or raise :class:`InvalidToken`."""
+        """Verify an access token's signature and claims; return the claims or raise
+        :class:`InvalidToken`."""
+        return await self.validate_for(token, self._audience)
+
+    async def validate_for(
+        self, token: str, audience: str, *, require_sub: bool = True, require_jti: bool = False
+    ) -> dict[str, Any]:
+        """The same checks for another audience: the IdP's logout tokens (``aud`` our
+        client id, ``sub`` optional beside ``sid``) and Universal Logout requests."""
         if not token:
             raise InvalidToken("empty")
         header = unverified_header(token)
@@ -204,19 +212,27 @@ class TokenValidator:
         for name in TIME_CLAIMS:
             if name in claims and not _valid_time(claims[name]):
                 raise InvalidToken("time_claim")
+        essential: dict[str, Any] = {
+            "iss": {"essential": True, "value": self._issuer},
+            "aud": {"essential": True, "value": audience},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+        }
+        if require_sub:
+            essential["sub"] = {"essential": True}
+        if require_jti:
+            essential["jti"] = {"essential": True}
         registry = jwt.JWTClaimsRegistry(
-            now=lambda: int(self._clock()),
-            leeway=self._leeway,
-            iss={"essential": True, "value": self._issuer},
-            aud={"essential": True, "value": self._audience},
-            sub={"essential": True},
-            exp={"essential": True},
-            iat={"essential": True},
+            now=lambda: int(self._clock()), leeway=self._leeway, **essential
         )
         try:
             registry.validate(claims)
         except JoseError as exc:
             raise InvalidToken(getattr(exc, "error", "claims")) from exc
-        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("exp"), int | float):
+        if require_sub and not isinstance(claims.get("sub"), str):
+            raise InvalidToken("claims")
+        if require_jti and not (isinstance(claims.get("jti"), str) and claims["jti"]):
+            raise InvalidToken("claims")
+        if not isinstance(claims.get("exp"), int | float):
             raise InvalidToken("claims")
         return claims

@@ -12,7 +12,7 @@ and :func:`decode` are the only two places that know that form.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 import orjson
@@ -21,11 +21,17 @@ import orjson
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent(Event):
+    """An event about one chat session: its room's members are told."""
+
     session_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
-class MessageSent(Event):
+class MessageSent(SessionEvent):
     kind: ClassVar[str] = "message_sent"
     message: dict[str, Any]
 
@@ -35,20 +41,20 @@ class MessageSent(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageUpdated(Event):
+class MessageUpdated(SessionEvent):
     kind: ClassVar[str] = "message_updated"
     message: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class MessageDeleted(Event):
+class MessageDeleted(SessionEvent):
     kind: ClassVar[str] = "message_deleted"
     message_id: uuid.UUID
     seq: int
 
 
 @dataclass(frozen=True, slots=True)
-class SessionUpdated(Event):
+class SessionUpdated(SessionEvent):
     kind: ClassVar[str] = "session_updated"
     session: dict[str, Any]
 
@@ -62,12 +68,12 @@ class SessionUpdated(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionDeleted(Event):
+class SessionDeleted(SessionEvent):
     kind: ClassVar[str] = "session_deleted"
 
 
 @dataclass(frozen=True, slots=True)
-class CollaboratorChanged(Event):
+class CollaboratorChanged(SessionEvent):
     """Not shown to clients: the hub re-checks that user's sockets."""
 
     kind: ClassVar[str] = "collaborator_changed"
@@ -76,7 +82,7 @@ class CollaboratorChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceChanged(Event):
+class PresenceChanged(SessionEvent):
     """A user's first socket in the session opened (``joined``) or their last one closed."""
 
     kind: ClassVar[str] = "presence_changed"
@@ -87,12 +93,35 @@ class PresenceChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class TypingChanged(Event):
+class TypingChanged(SessionEvent):
     kind: ClassVar[str] = "typing_changed"
     user_id: uuid.UUID
     user_email: str
     is_typing: bool
     timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRevoked(Event):
+    """The identity provider ended (``group`` None) or changed (a membership of
+    ``group`` ``added`` or removed) a user's access at ``cutoff`` (epoch seconds):
+    their tokens issued at or before it are refused until ``until``."""
+
+    kind: ClassVar[str] = "user_revoked"
+    user_id: uuid.UUID
+    cutoff: float
+    until: float
+    group: str | None = None
+    added: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSessionsEnded(Event):
+    """Browser sessions ended by the IdP (back-channel logout): the sockets opened
+    through them close. ``ids`` are the sessions' stored ids (cookie digests)."""
+
+    kind: ClassVar[str] = "browser_sessions_ended"
+    ids: tuple[str, ...]
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -106,6 +135,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CollaboratorChanged,
         PresenceChanged,
         TypingChanged,
+        UserRevoked,
+        BrowserSessionsEnded,
     )
 }
 _UUID_FIELDS = frozenset({"session_id", "message_id", "user_id"})
@@ -129,8 +160,12 @@ def decode(body: Any) -> Event:
         cls = EVENT_TYPES[body["k"]]
         values = {}
         for f in fields(cls):
-            value = body[f.name]
-            values[f.name] = uuid.UUID(value) if f.name in _UUID_FIELDS else value
+            value = body.get(f.name, f.default) if f.default is not MISSING else body[f.name]
+            if f.name in _UUID_FIELDS:
+                value = uuid.UUID(value)
+            elif f.name == "ids":
+                value = tuple(str(item) for item in value)
+            values[f.name] = value
         return cls(**values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadEvent(str(exc)) from None

@@ -202,7 +202,7 @@ class RedisBroker:
             self._outbox.put_nowait(payload)
         except asyncio.QueueFull:
             self._metrics.broker_errors.inc()
-            log.warning("event=broker_outbox_full session_id=%s", event.session_id)
+            log.warning("event=broker_outbox_full kind=%s", event.kind)
 
     async def _publisher(self) -> None:
         while True:

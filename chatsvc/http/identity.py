@@ -1,7 +1,9 @@
 """The one authentication middleware, for REST and WebSocket routes alike.
 
-Every route under ``/api/`` requires a token (deny by default); everything else
-(health, metrics, OpenAPI, the page, sign-in) is public. WebSocket routes are
+Every route under ``/api/`` requires a token (deny by default), but for the few the
+identity provider calls, marked with :func:`own_authentication`, which check their
+own credentials; everything else (health, metrics, OpenAPI, the page, sign-in) is
+public. WebSocket routes are
 marked with :func:`websocket_route`: their upgrade is accepted and closed with
 1008 by the handler instead of answered 401, as the contract asks.
 """
@@ -17,10 +19,12 @@ from aiohttp.typedefs import Handler
 from chatsvc.auth.cache import PermissionCache
 from chatsvc.auth.dev_issuer import DevIssuer
 from chatsvc.auth.groups import GroupMapping
+from chatsvc.auth.revocations import RevocationList
 from chatsvc.auth.tokens import HttpKeySource, KeySource, StaticKeySource, TokenValidator
 from chatsvc.errors import Unauthenticated
 from chatsvc.keys import (
     AUTHENTICATOR,
+    CLOCK,
     DB_SESSIONS,
     DEV_ISSUER,
     HTTP_CLIENT,
@@ -37,6 +41,13 @@ TOKEN_SOURCES = web.AppKey[list[TokenSource]]("token_sources")
 
 def websocket_route(handler: Any) -> Any:
     handler.chatsvc_websocket = True
+    return handler
+
+
+def own_authentication(handler: Any) -> Any:
+    """Mark a route under ``/api/`` that the IdP calls: it authenticates the request
+    itself (a signed JWT, a shared secret) instead of with a user's token."""
+    handler.chatsvc_own_authentication = True
     return handler
 
 
@@ -67,6 +78,8 @@ async def find_token(request: web.Request, is_websocket: bool) -> str | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith(PROTECTED_PREFIX):
+        return await handler(request)
+    if getattr(request.match_info.handler, "chatsvc_own_authentication", False):
         return await handler(request)
     is_websocket = getattr(request.match_info.handler, "chatsvc_websocket", False)
     try:
@@ -109,6 +122,7 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
         PermissionCache(settings.permission_cache_ttl, settings.permission_cache_size),
         app[DB_SESSIONS],
         app[METRICS],
+        RevocationList(clock=lambda: app[CLOCK]()),
     )
     # Load the keys now if the issuer answers; if it does not, start anyway
     # (/readyz says 503 and /api answers 503 until the keys arrive).

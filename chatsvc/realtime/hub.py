@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from chatsvc.auth.principal import Principal
 from chatsvc.events import (
+    BrowserSessionsEnded,
     CollaboratorChanged,
     Event,
     MessageDeleted,
@@ -42,6 +43,7 @@ from chatsvc.events import (
     SessionDeleted,
     SessionUpdated,
     TypingChanged,
+    UserRevoked,
 )
 from chatsvc.events.broker import Broker
 from chatsvc.metrics import Metrics
@@ -110,6 +112,9 @@ class Connection:
         self._held_bytes = 0
         self.replayed_seq = 0
         self.closed_with: Disconnect | None = None  # when the server closed it
+        # The browser session it was opened through (its stored id), if any: a
+        # back-channel logout of that session closes it.
+        self.browser_session: str | None = None
         self.on_slow: Callable[[], None] | None = None  # set by the hub: counts 1013 closes
         # The room it is in (set by Hub.add): its coalesced broadcasts go out
         # before any frame of this member's own, so the order stays the same.
@@ -256,12 +261,12 @@ class Connection:
                 async with asyncio.timeout(self._close_timeout):
                     await self.ws.close()
 
-    def schedule_expiry(self, expires_at: float) -> None:
+    def schedule_expiry(self, expires_at: float, why: Disconnect = frames.TOKEN_EXPIRED) -> None:
+        """Close at ``expires_at`` unless renewed: the token's ``exp`` (``Token expired``),
+        or the deadline to renew a token the IdP revoked (``Access revoked``)."""
         self.cancel_expiry()
         delay = max(0.0, expires_at - time.time())
-        self._expiry = asyncio.get_running_loop().call_later(
-            delay, self.close, frames.TOKEN_EXPIRED
-        )
+        self._expiry = asyncio.get_running_loop().call_later(delay, self.close, why)
 
     def cancel_expiry(self) -> None:
         if self._expiry is not None:
@@ -370,6 +375,18 @@ class LiveRoom:
 Revoked = Callable[[Connection], None]
 
 
+@dataclass
+class AccessHooks:
+    """What the hub asks of the identity side when the IdP changes someone's access
+    (the defaults serve a hub without one, as in unit tests)."""
+
+    # Apply the revocation to this process's token checks and principal cache.
+    revoked: Callable[[UserRevoked], None] = lambda event: None
+    # The principal with ``group`` added or removed, at the level that gives.
+    relevel: Callable[[Principal, str, bool], Principal] = lambda principal, group, added: principal
+    renew_grace: float = 30.0
+
+
 class Hub:
     """This process's rooms; the broker's :class:`~chatsvc.events.broker.EventHandler`."""
 
@@ -381,6 +398,7 @@ class Hub:
         typing_timeout: float,
         on_revoked: Revoked,
         reorder_wait: float = 0.5,
+        access: AccessHooks | None = None,
         presence_interval: float = 0.25,
         replay_ring: int = 256,
         coalesce_frames: int = 32,
@@ -399,6 +417,11 @@ class Hub:
         # Each user's sockets over every room (for the per-user limit).
         self._by_user: dict[uuid.UUID, set[Connection]] = {}
         self._on_revoked = on_revoked
+        self._access = access or AccessHooks()
+        self._user_handlers: dict[type[Event], Callable[[Any], object]] = {
+            UserRevoked: self._on_user_revoked,
+            BrowserSessionsEnded: self._on_browser_sessions_ended,
+        }
         self._handlers: dict[type[Event], Callable[[Room, Any], object]] = {
             MessageSent: self._on_message,
             MessageUpdated: self._on_message_updated,
@@ -513,8 +536,12 @@ class Hub:
 
     # --- delivery --------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Every event for a session comes through here, from this process or another."""
-        room = self.rooms.get(event.session_id)
+        """Every event comes through here, from this process or another."""
+        session_id = getattr(event, "session_id", None)
+        if session_id is None:
+            self._user_handlers[type(event)](event)
+            return
+        room = self.rooms.get(session_id)
         if room is not None:
             self._handlers[type(event)](room, event)
 
@@ -698,6 +725,35 @@ class Hub:
         now = conn.permissions
         if now != before or level_changed:
             conn.send_json(frames.permission_changed(conn.principal, conn.can_send, now))
+
+    def _on_user_revoked(self, event: UserRevoked) -> None:
+        """The IdP ended or changed a user's access: every socket of theirs opened
+        with a token it covers closes, or, for a group change, re-checks at once at
+        the level the new groups give and is asked to renew its token (the page does
+        that in place) within ``renew_grace`` seconds, else closes."""
+        self._access.revoked(event)
+        for conn in list(self._by_user.get(event.user_id, ())):
+            if conn.closing or conn.principal.issued_at > event.cutoff:
+                continue
+            if event.group is None:
+                self._on_revoked(conn)
+                conn.close(ACCESS_REVOKED)
+                continue
+            before, old = conn.permissions, conn.principal
+            conn.principal = self._access.relevel(old, event.group, event.added)
+            self.reevaluate(conn, before, level_changed=conn.principal.level != old.level)
+            if not conn.closing:
+                conn.send_json(frames.error("INVALID_TOKEN", "Token revoked"))
+                deadline = min(float(old.expires_at), time.time() + self._access.renew_grace)
+                conn.schedule_expiry(deadline, ACCESS_REVOKED)
+
+    def _on_browser_sessions_ended(self, event: BrowserSessionsEnded) -> None:
+        ended = set(event.ids)
+        for conns in list(self._by_user.values()):
+            for conn in list(conns):
+                if conn.browser_session in ended and not conn.closing:
+                    self._on_revoked(conn)
+                    conn.close(ACCESS_REVOKED)
 
     def _set_facts(self, conn: Connection, facts: SessionFacts) -> None:
         before = conn.permissions

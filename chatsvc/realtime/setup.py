@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatsvc.auth.principal import Principal
 from chatsvc.events.redis import RedisBroker
-from chatsvc.keys import BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
+from chatsvc.keys import AUTHENTICATOR, BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
 from chatsvc.policy import Action
 from chatsvc.realtime import ws
 from chatsvc.realtime.frames import ACCESS_REVOKED
-from chatsvc.realtime.hub import Connection, Hub
+from chatsvc.realtime.hub import AccessHooks, Connection, Hub
+from chatsvc.service.revocation import revoked_user
 from chatsvc.store import messages, sessions
 
 log = logging.getLogger("chatsvc.realtime")
@@ -29,6 +33,16 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     def revoked(conn: Connection) -> None:
         ws.record_ws_denial(app, conn, Action.WS_REVOKED, ACCESS_REVOKED.reason)
 
+    def relevel(principal: Principal, group: str, added: bool) -> Principal:
+        groups = set(principal.groups)
+        if added:
+            groups.add(group)
+        else:
+            groups.discard(group)
+        mapping = app[AUTHENTICATOR].mapping
+        ordered = tuple(sorted(groups))
+        return replace(principal, groups=ordered, level=mapping.effective(mapping.resolve(ordered)))
+
     app[HUB] = Hub(
         broker,
         app[METRICS],
@@ -36,6 +50,11 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.typing_timeout_seconds,
         revoked,
         settings.ws_reorder_wait,
+        access=AccessHooks(
+            revoked=functools.partial(revoked_user, app),
+            relevel=relevel,
+            renew_grace=settings.revocation_renew_grace,
+        ),
         presence_interval=settings.presence_interval,
         replay_ring=settings.ws_replay_ring,
     )

@@ -32,6 +32,7 @@ from chatsvc.http.identity import websocket_route
 from chatsvc.keys import (
     AUDIT,
     AUTHENTICATOR,
+    BROWSER_SESSION_ID,
     DB_SESSIONS,
     HUB,
     METRICS,
@@ -173,6 +174,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         client_ip(request),
         settings.ws_close_timeout,
     )
+    conn.browser_session = request.get(BROWSER_SESSION_ID)
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
     conn.hold_live_frames()
     opens_room = hub.room_size(session_id) == 0

@@ -4,6 +4,7 @@ record the user, cache the result. REST and WebSocket both come through here."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatsvc.auth.cache import PermissionCache, token_key
 from chatsvc.auth.groups import GroupMapping
 from chatsvc.auth.principal import Principal
+from chatsvc.auth.revocations import RevocationList
 from chatsvc.auth.tokens import InvalidToken, KeysUnavailable, TokenValidator
 from chatsvc.errors import ServiceUnavailable, Unauthenticated
 from chatsvc.metrics import Metrics
@@ -46,8 +48,10 @@ class Authenticator:
         cache: PermissionCache,
         sessions: async_sessionmaker[AsyncSession],
         metrics: Metrics,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.validator = validator
+        self.revocations = revocations if revocations is not None else RevocationList()
         self.mapping = mapping
         self.cache = cache
         self._sessions = sessions
@@ -67,7 +71,7 @@ class Authenticator:
         principal = self.cache.get(token)
         if principal is not None:
             self._metrics.permission_cache.labels("hit").inc()
-            return principal
+            return self._unless_revoked(principal)
         self._metrics.permission_cache.labels("miss").inc()
         try:
             claims = await self.validator.validate(token)
@@ -109,6 +113,19 @@ class Authenticator:
             level=self.mapping.effective(resolved),
             groups=groups,
             expires_at=int(claims["exp"]),
+            issued_at=int(claims["iat"]),
         )
+        self._unless_revoked(principal)
         self.cache.put(token, principal)
         return principal
+
+    def _unless_revoked(self, principal: Principal) -> Principal:
+        if self.revocations.covers(principal):
+            self._metrics.auth_failures.labels("revoked").inc()
+            log.info("event=token_rejected reason=revoked user_id=%s", principal.user_id)
+            raise Unauthenticated("Token revoked", invalid_token=True)
+        return principal
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """The IdP changed this user's access: their cached principals go."""
+        self.cache.drop_user(user_id)

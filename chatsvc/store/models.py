@@ -230,3 +230,14 @@ class Revocation(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     reason: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeenTokenId(Base):
+    """The ``jti`` of every logout JWT and logout token accepted, so that none is
+    accepted twice, by any process; kept until the token would have expired."""
+
+    __tablename__ = "seen_token_ids"
+
+    # SHA-256 (hex) of issuer and jti: bounded length whatever the IdP sends.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -27,6 +27,7 @@ from chatsvc.keys import HTTP_CLIENT, SETTINGS
 from chatsvc.web.cookie import session_cookie_middleware
 from chatsvc.web.devsignin import DEV_FORM, dev_login, load_form
 from chatsvc.web.guard import browser_guard
+from chatsvc.web.idp import setup_idp
 from chatsvc.web.oidc import OIDC, oidc_client
 from chatsvc.web.page import PAGE_TEMPLATE, STATIC_DIR, index, load_page
 from chatsvc.web.refresh import REFRESHER, Refresher
@@ -73,4 +74,5 @@ def setup_web(app: web.Application) -> None:
     app.router.add_post(LOGOUT_PATH, logout)
     app.router.add_get(TOKEN_PATH, token)
     app.router.add_get("/", index)
+    setup_idp(app)
     app.router.add_static("/static/", STATIC_DIR)

@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 from aiohttp_session import get_session
 
-from chatsvc.keys import AUTHENTICATOR, CLOCK, SETTINGS
+from chatsvc.keys import AUTHENTICATOR, BROWSER_SESSION_ID, CLOCK, SETTINGS
 from chatsvc.service.identity import Profile
 from chatsvc.web.cookie import BROWSER_ROW, BrowserRow, Tokens, storage_of
 from chatsvc.web.oidc import OIDC
@@ -28,7 +28,12 @@ async def current_tokens(request: web.Request) -> Tokens | None:
     if row is None or row.tokens is None:
         return None
     now = request.app[CLOCK]()
-    if request.app.get(OIDC) is not None and needs_refresh(request.app[SETTINGS], row.tokens, now):
+    # A group change at the IdP revoked this token: refresh it into one with the new groups.
+    cutoff = request.app[AUTHENTICATOR].revocations.cutoff(row.user_id) if row.user_id else None
+    revoked = cutoff is not None and row.tokens.issued_at <= cutoff
+    if request.app.get(OIDC) is not None and (
+        revoked or needs_refresh(request.app[SETTINGS], row.tokens, now)
+    ):
         refreshed = await request.app[REFRESHER].refresh(request.app, storage_of(request), row)
         if refreshed is None:
             request.pop(BROWSER_ROW, None)
@@ -50,6 +55,9 @@ async def session_token(request: web.Request) -> str | None:
         profile = Profile(tokens.email, tuple(tokens.groups) if tokens.groups is not None else None)
         request.app[AUTHENTICATOR].note_profile(tokens.access_token, profile)
     request[COOKIE_AUTH] = True
+    row: BrowserRow | None = request.get(BROWSER_ROW)
+    if row is not None:
+        request[BROWSER_SESSION_ID] = row.id
     return tokens.access_token
 
 

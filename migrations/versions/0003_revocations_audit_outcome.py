@@ -1,4 +1,4 @@
-"""access revocations from the IdP; the audit trail's outcome and hash chain
+"""access revocations from the IdP and the logout tokens seen; the audit trail's outcome and hash chain
 
 Revision ID: 0003
 Revises: 0002
@@ -36,6 +36,17 @@ def upgrade() -> None:
     with op.batch_alter_table("revocations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_revocations_expires_at"), ["expires_at"], unique=False)
 
+    op.create_table(
+        "seen_token_ids",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_seen_token_ids")),
+    )
+    with op.batch_alter_table("seen_token_ids", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_seen_token_ids_expires_at"), ["expires_at"], unique=False
+        )
+
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("outcome", sa.String(length=16), nullable=False, server_default="denied")
@@ -47,6 +58,10 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_column("hash")
         batch_op.drop_column("outcome")
+
+    with op.batch_alter_table("seen_token_ids", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_seen_token_ids_expires_at"))
+    op.drop_table("seen_token_ids")
 
     with op.batch_alter_table("revocations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_revocations_expires_at"))

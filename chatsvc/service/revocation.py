@@ -1,0 +1,230 @@
+"""Continuous access: the identity provider ends or changes a user's access, and
+every process acts on it within a second.
+
+One revocation record per user and cut-off time is stored (``revocations``),
+published through the broker as :class:`~chatsvc.events.UserRevoked` and applied
+by every process's hub, which hands it to the token checks
+(:class:`~chatsvc.auth.revocations.RevocationList`) and the principal cache and
+closes or re-checks the user's sockets. A process that starts later, or missed an
+event while the broker was down, loads the records in force from the database at
+start and every ``revocation_reload_interval``; expired records are purged then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatsvc.audit import AuditWriter
+from chatsvc.auth.revocations import RevocationList
+from chatsvc.errors import ChatError
+from chatsvc.events import BrowserSessionsEnded, UserRevoked
+from chatsvc.events.broker import Broker
+from chatsvc.keys import (
+    AUDIT,
+    AUTHENTICATOR,
+    BROKER,
+    CLOCK,
+    DB_SESSIONS,
+    METRICS,
+    REVOKER,
+    SETTINGS,
+)
+from chatsvc.metrics import Metrics
+from chatsvc.settings import Settings
+from chatsvc.store import revocations as store
+from chatsvc.store.revocations import EndedSession, NamedUser
+
+log = logging.getLogger("chatsvc.revocation")
+
+
+class NotCarriedOut(ChatError):
+    """The request was valid but the revocation could not be stored or applied."""
+
+    status, code, title = 422, "REVOCATION_FAILED", "Unprocessable Content"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked, for the audit trail."""
+
+    source: str  # universal_logout, backchannel_logout, event_hook
+    request_id: str | None
+    client_ip: str | None
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def token_id(issuer: str, jti: str) -> str:
+    return hashlib.sha256(f"{issuer}\n{jti}".encode()).hexdigest()
+
+
+class Revoker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        broker: Broker,
+        audit: AuditWriter,
+        revocations: RevocationList,
+        metrics: Metrics,
+        settings: Settings,
+        clock: Callable[[], float],
+    ) -> None:
+        self._sessions = sessions
+        self._broker = broker
+        self._audit = audit
+        self._revocations = revocations
+        self._metrics = metrics
+        self._settings = settings
+        self._clock = clock
+
+    # --- who -------------------------------------------------------------------
+    async def users_by_email(self, email: str) -> list[NamedUser]:
+        async with self._sessions() as db:
+            return await store.users_by_email(db, email)
+
+    async def users_by_subject(self, sub: str) -> list[NamedUser]:
+        """Users named by the Okta issuer's ``sub`` or by the IdP's user id."""
+        async with self._sessions() as db:
+            return await store.users_by_subject(db, (self._settings.issuer,), sub)
+
+    async def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """Record a logout token's ``jti``; False for a replay (in any process)."""
+        async with self._sessions() as db:
+            return await store.first_use(db, token_id(issuer, jti), _at(expires_at))
+
+    # --- what ------------------------------------------------------------------
+    async def revoke(
+        self,
+        users: list[NamedUser],
+        origin: Origin,
+        reason: str,
+        *,
+        cutoff: float | None = None,
+        group: str | None = None,
+        added: bool = False,
+    ) -> list[EndedSession]:
+        """Refuse the users' tokens issued up to ``cutoff`` (default now) everywhere.
+
+        Without ``group`` their access ends: browser sessions too (returned, for
+        the caller to revoke their refresh tokens at the IdP). With ``group`` their
+        membership changed: sessions stay and renew into tokens with the new groups."""
+        now = self._clock()
+        cutoff = now if cutoff is None else min(cutoff, now)
+        until = cutoff + self._settings.revocation_ttl
+        ids = [user.id for user in users]
+        try:
+            async with self._sessions() as db:
+                await store.add(db, ids, _at(cutoff), _at(until), reason[:64], _at(now))
+                ended = (
+                    [] if group is not None else await store.end_browser_sessions(db, user_ids=ids)
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "event=revocation_failed source=%s error=%s", origin.source, type(exc).__name__
+            )
+            raise NotCarriedOut("The revocation could not be stored; try again") from None
+        for user in users:
+            self._broker.publish(UserRevoked(user.id, cutoff, until, group, added))
+            self._audit.revoked(
+                user.id,
+                user.email,
+                reason,
+                request_id=origin.request_id,
+                client_ip=origin.client_ip,
+            )
+        if ended:
+            self._broker.publish(BrowserSessionsEnded(tuple(s.id for s in ended)))
+        self._metrics.revocations.labels(origin.source).inc(len(users))
+        log.info(
+            "event=access_revoked source=%s users=%d browser_sessions=%d group=%s",
+            origin.source,
+            len(users),
+            len(ended),
+            group or "-",
+        )
+        return ended
+
+    async def end_browser_sessions(
+        self, *, sid: str | None, users: list[NamedUser] | None
+    ) -> list[EndedSession]:
+        """Back-channel logout: end the sessions with this IdP ``sid`` (of these users,
+        when given) or all of the users' sessions; their sockets close."""
+        user_ids = None if users is None else [user.id for user in users]
+        try:
+            async with self._sessions() as db:
+                ended = await store.end_browser_sessions(db, user_ids=user_ids, sid=sid)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("event=backchannel_logout_failed error=%s", type(exc).__name__)
+            raise
+        if ended:
+            self._broker.publish(BrowserSessionsEnded(tuple(s.id for s in ended)))
+        self._metrics.revocations.labels("backchannel_logout").inc(len(ended))
+        log.info("event=browser_sessions_ended source=backchannel_logout count=%d", len(ended))
+        return ended
+
+    # --- every process ---------------------------------------------------------
+    async def reload(self) -> bool:
+        """Load the revocations in force (and purge expired ones); False when the
+        database did not answer (the next interval tries again)."""
+        now = self._clock()
+        try:
+            async with self._sessions() as db:
+                await store.purge(db, _at(now))
+                rows = await store.in_force(db, _at(now))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("event=revocations_reload_failed error=%s", type(exc).__name__)
+            return False
+        for row in rows:
+            self._revocations.apply(row.user_id, row.cutoff.timestamp(), row.expires_at.timestamp())
+        self._revocations.purge()
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.revocation_reload_interval)
+            await self.reload()
+
+
+def revoked_user(app: web.Application, event: UserRevoked) -> None:
+    """Apply a revocation to this process's token checks and cached principals."""
+    authenticator = app[AUTHENTICATOR]
+    authenticator.revocations.apply(event.user_id, event.cutoff, event.until)
+    authenticator.forget_user(event.user_id)
+
+
+async def revocation_ctx(app: web.Application) -> AsyncIterator[None]:
+    revoker = app[REVOKER] = Revoker(
+        app[DB_SESSIONS],
+        app[BROKER],
+        app[AUDIT],
+        app[AUTHENTICATOR].revocations,
+        app[METRICS],
+        app[SETTINGS],
+        app[CLOCK],
+    )
+    if await revoker.reload():
+        log.info("event=revocations_loaded count=%d", len(app[AUTHENTICATOR].revocations))
+    task = asyncio.create_task(revoker.run(), name="revocations-reload")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def setup_revocations(app: web.Application) -> None:
+    app.cleanup_ctx.append(revocation_ctx)
+
+
+__all__ = ["NotCarriedOut", "Origin", "Revoker", "revoked_user", "setup_revocations"]
