@@ -1,13 +1,16 @@
-"""Command line: ``python run.py [serve|migrate|token] [--help]``."""
+"""Command line: ``python run.py [serve|migrate|token|idp] [--help]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
 from chatsvc import logs
 from chatsvc.settings import Settings, SettingsError, load_settings
@@ -111,6 +114,42 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
     print(DevIssuer(settings).mint(args.sub, groups, ttl=args.ttl, email=args.email))
 
 
+def _dev_issuer(settings: Settings) -> Any:
+    from chatsvc.auth.dev_issuer import DevIssuer
+
+    if not settings.dev_issuer:
+        raise SettingsError(
+            "invalid setting CHATSVC_OKTA_ISSUER: only the development issuer can sign this"
+        )
+    return DevIssuer(settings)
+
+
+def idp(settings: Settings, args: argparse.Namespace) -> None:
+    """Print what the identity provider sends when it ends or changes access."""
+    from chatsvc.web.idp import GLOBAL_LOGOUT_PATH, client_id
+
+    if args.idp_command == "logout-request":
+        base = (
+            args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
+        ).rstrip("/")
+        print(_dev_issuer(settings).mint_logout_request(base + GLOBAL_LOGOUT_PATH))
+    elif args.idp_command == "logout-token":
+        if not (args.sub or args.sid):
+            raise SettingsError("logout-token needs --sub or --sid")
+        audience = client_id(settings) or ""
+        print(_dev_issuer(settings).mint_logout_token(audience, args.sub, args.sid))
+    else:
+        target: list[dict[str, str]] = [{"type": "User", "id": args.user, "alternateId": args.user}]
+        if args.group:
+            target.append({"type": "UserGroup", "displayName": args.group})
+        event = {
+            "eventType": args.type,
+            "published": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "target": target,
+        }
+        print(json.dumps({"eventType": "com.okta.event_hook", "data": {"events": [event]}}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatsvc.metrics import version
 
@@ -150,6 +189,44 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--groups", default="", help="comma-separated, e.g. Onyx-Writers")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds the token lives")
     mint.add_argument("--email", default=None, help="the email claim (default: the subject)")
+    idp_cmd = commands.add_parser(
+        "idp",
+        parents=[common],
+        help="print what the identity provider sends to end or change access",
+        description="Sign, with the development issuer, what the real IdP sends: a "
+        "Universal Logout request token, a back-channel logout token, or an Okta event "
+        "hook delivery (printed as JSON; send it with CHATSVC_OKTA_EVENT_HOOK_SECRET).",
+    )
+    idp_commands = idp_cmd.add_subparsers(dest="idp_command", metavar="WHAT", required=True)
+    request = idp_commands.add_parser(
+        "logout-request",
+        help="the bearer JWT of POST /api/idp/global-token-revocation",
+    )
+    request.add_argument(
+        "--url", help="the service's public URL (default: CHATSVC_PUBLIC_URL, else host:port)"
+    )
+    logout_token = idp_commands.add_parser(
+        "logout-token", help="the logout_token of POST /auth/backchannel-logout"
+    )
+    logout_token.add_argument("--sub", help="end all of this subject's browser sessions")
+    logout_token.add_argument("--sid", help="end the browser sessions of this IdP session")
+    hook = idp_commands.add_parser(
+        "event-hook", help="the JSON body of POST /api/idp/okta-event-hook"
+    )
+    hook.add_argument(
+        "--type",
+        required=True,
+        choices=[
+            "group.user_membership.add",
+            "group.user_membership.remove",
+            "user.lifecycle.deactivate",
+            "user.lifecycle.suspend",
+            "user.session.clear",
+        ],
+        help="the Okta event type",
+    )
+    hook.add_argument("--user", required=True, help="the user's subject or email")
+    hook.add_argument("--group", help="the group (membership events)")
     return parser
 
 
@@ -169,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
         elif args.command == "token":
             token(settings, args)
+        elif args.command == "idp":
+            idp(settings, args)
         else:
             serve(settings)
     except SettingsError as exc:

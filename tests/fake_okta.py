@@ -41,6 +41,9 @@ class FakeOkta:
         self.keys: list[Any] = [
             RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
         ]
+        # The org authorization server (``http://127.0.0.1:PORT``): it signs Universal
+        # Logout requests, with a key of its own.
+        self.org_key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
         self.online = True
         self.jwks_requests = 0
         self._reset_sign_in()
@@ -54,6 +57,11 @@ class FakeOkta:
     @property
     def issuer(self) -> str:
         return self.base + ("/" if self.trailing_slash else "")
+
+    @property
+    def org(self) -> str:
+        """The Okta org's URL: the scheme and host of the issuer."""
+        return f"http://127.0.0.1:{self.port}"
 
     # --- the HTTP side ---------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -73,7 +81,11 @@ class FakeOkta:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if self.path == "/oauth2/default/.well-known/openid-configuration":
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": okta.org, "jwks_uri": f"{okta.org}/oauth2/v1/keys"}
+                elif self.path == "/oauth2/v1/keys":
+                    body = {"keys": [okta.org_key.as_dict(private=False)]}
+                elif self.path == "/oauth2/default/.well-known/openid-configuration":
                     okta.discovery_requests += 1
                     body = {
                         "issuer": okta.issuer,
@@ -235,6 +247,12 @@ class FakeOkta:
             return 200, self._issue(sub, groups, client_id, None, grant_id)
         return 400, {"error": "unsupported_grant_type"}
 
+    def change_groups(self, sub: str, groups: list[str]) -> None:
+        """An administrator changed the user's groups: refreshed tokens carry the new ones."""
+        for token, (known_sub, _, client_id, grant_id) in list(self._refresh_tokens.items()):
+            if known_sub == sub:
+                self._refresh_tokens[token] = (known_sub, list(groups), client_id, grant_id)
+
     def _revoke_grant(self, grant_id: str) -> None:
         self.revoked_grants.add(grant_id)
         for token, known in list(self._refresh_tokens.items()):
@@ -312,6 +330,33 @@ class FakeOkta:
         self, sub: str, groups: list[str] | None = None, ttl: int = 3600, **extra: Any
     ) -> str:
         return self.sign(self.claims(sub, groups, ttl, **extra))
+
+    def logout_request(self, audience: str, key: Any = None, **extra: Any) -> str:
+        """A Universal Logout (Global Token Revocation) request's bearer JWT, from the org."""
+        now = int(time.time())
+        claims = {
+            "iss": self.org,
+            "aud": audience,
+            "iat": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+            **extra,
+        }
+        return self.sign({k: v for k, v in claims.items() if v is not None}, key or self.org_key)
+
+    def logout_token(self, client_id: str, **extra: Any) -> str:
+        """An OIDC back-channel logout token from the issuer (pass ``sub`` and/or ``sid``)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": uuid.uuid4().hex,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            **extra,
+        }
+        return self.sign({k: v for k, v in claims.items() if v is not None})
 
     def unsigned_token(self, claims: dict[str, Any]) -> str:
         header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())

@@ -2,7 +2,8 @@
 
 It keeps an RSA signing key in the data directory, publishes its public half as
 a JWKS (validated through the same :class:`~chatsvc.auth.tokens.TokenValidator`
-as Okta's keys) and mints tokens for ``python run.py token``.
+as Okta's keys) and mints tokens for ``python run.py token``, and what the real IdP sends to end
+access (``python run.py idp ...``).
 """
 
 from __future__ import annotations
@@ -62,5 +63,33 @@ class DevIssuer:
         }
         if email or "@" in sub:
             claims["email"] = email or sub
+        return self._sign(claims)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         header = {"alg": "RS256", "kid": self._key.kid}
         return jwt.encode(header, claims, self._key)
+
+    def mint_logout_request(self, audience: str, ttl: int = 300) -> str:
+        """What the IdP signs to call Universal Logout (``aud``: the endpoint's URL)."""
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": audience, "iat": now, "exp": now + ttl}
+        return self._sign({**claims, "jti": uuid.uuid4().hex})
+
+    def mint_logout_token(
+        self, client_id: str, sub: str | None = None, sid: str | None = None
+    ) -> str:
+        """An OIDC back-channel logout token for ``sub`` and/or ``sid``."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": uuid.uuid4().hex,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        }
+        if sub:
+            claims["sub"] = sub
+        if sid:
+            claims["sid"] = sid
+        return self._sign(claims)

@@ -624,6 +624,14 @@ const frameHandlers = {
     renderSendBox();
   },
   error(f) {
+    if (f.code === 'INVALID_TOKEN' && f.message === 'Token revoked') {
+      // The identity provider changed this user's groups: renew in place (after a
+      // second, so the new token is issued after the change), keeping the socket.
+      clearTimeout(state.renewTimer);
+      const ws = state.ws;
+      state.renewTimer = setTimeout(() => renewSocketToken(ws), 1000);
+      return;
+    }
     setStatus(f.code === 'RATE_LIMITED' ? f.message : f.message || f.code, 'error', 'action');
     // A refused send must not cost the user their text: put it back if the box is still empty.
     const input = $('#message-input');
