@@ -28,9 +28,7 @@ ALICE = "alice@example.com"
 
 
 async def web(make_client: MakeClient, **overrides: Any) -> TestClient:
-    return await make_client(
-        okta_client_id=CLIENT_ID, okta_event_hook_secret=SECRET, **overrides
-    )
+    return await make_client(okta_client_id=CLIENT_ID, okta_event_hook_secret=SECRET, **overrides)
 
 
 def audience(client: TestClient) -> str:
@@ -145,7 +143,9 @@ def _forged(okta: FakeOkta, client: TestClient) -> dict[str, str | None]:
             good, key=okta.keys[0]
         ),
         "wrong aud": okta.logout_request("https://elsewhere.example.com" + LOGOUT),
-        "expired": okta.logout_request(good, iat=int(time.time()) - 900, exp=int(time.time()) - 600),
+        "expired": okta.logout_request(
+            good, iat=int(time.time()) - 900, exp=int(time.time()) - 600
+        ),
         "no jti": okta.logout_request(good, jti=None),
         "an access token": okta.token(ALICE, ["Onyx-Admins"]),
     }
@@ -296,7 +296,9 @@ async def test_backchannel_logout_by_sub_ends_all_of_the_users_sessions(
     make_client: MakeClient, okta: FakeOkta
 ) -> None:
     one, two = await _two_browsers(make_client, okta)
-    resp = await one.post(BACKCHANNEL, data={"logout_token": okta.logout_token(CLIENT_ID, sub=ALICE)})
+    resp = await one.post(
+        BACKCHANNEL, data={"logout_token": okta.logout_token(CLIENT_ID, sub=ALICE)}
+    )
     assert resp.status == 200, await resp.text()
     assert (await one.get("/api/me")).status == 401
     assert (await two.get("/api/me")).status == 401
@@ -417,7 +419,9 @@ async def test_a_membership_removal_lowers_the_level_live_on_an_open_socket(
     ws, connected = await connect(client, member, session["id"])
     assert connected["can_send"] is True
 
-    resp = await post_hook(client, hook_delivery("group.user_membership.remove", ALICE, "Onyx-Writers"))
+    resp = await post_hook(
+        client, hook_delivery("group.user_membership.remove", ALICE, "Onyx-Writers")
+    )
     assert resp.status == 200
     changed = await next_frame(ws, "permission_changed", within=1.0)
     assert changed["permission"] == "read" and changed["can_send"] is False
@@ -530,9 +534,7 @@ async def test_a_cached_token_is_checked_against_the_revocations_on_every_reques
 
     # A revocation that reached this process without its cache being cleared
     # (the check itself, not the cache drop, refuses the token).
-    client.app[AUTHENTICATOR].revocations.apply(
-        uuid.UUID(me["id"]), time.time(), time.time() + 60
-    )
+    client.app[AUTHENTICATOR].revocations.apply(uuid.UUID(me["id"]), time.time(), time.time() + 60)
     status, problem = await me_status(client, writer.token)
     assert status == 401 and problem["detail"] == "Token revoked"
 

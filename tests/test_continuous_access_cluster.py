@@ -6,6 +6,7 @@ honours the revocation."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -56,11 +57,15 @@ def bearer(token: str) -> dict[str, str]:
 
 async def open_socket(http: aiohttp.ClientSession, node: Node, token: str) -> Any:
     resp = await http.post(
-        f"{node.url}/api/chat/sessions", json={"title": "t", "is_shared": True}, headers=bearer(token)
+        f"{node.url}/api/chat/sessions",
+        json={"title": "t", "is_shared": True},
+        headers=bearer(token),
     )
     assert resp.status == 201, await resp.text()
     session_id = (await resp.json())["id"]
-    ws = await http.ws_connect(f"{node.url}/api/chat/sessions/{session_id}/ws", headers=bearer(token))
+    ws = await http.ws_connect(
+        f"{node.url}/api/chat/sessions/{session_id}/ws", headers=bearer(token)
+    )
     assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "connected"
     return ws
 
@@ -73,7 +78,11 @@ async def closed_with(ws: Any, within: float) -> tuple[int | None, str | None, l
         if msg.type == aiohttp.WSMsgType.TEXT:
             frames.append(msg.json())
             continue
-        return (msg.data if msg.type == aiohttp.WSMsgType.CLOSE else ws.close_code), msg.extra, frames
+        return (
+            (msg.data if msg.type == aiohttp.WSMsgType.CLOSE else ws.close_code),
+            msg.extra,
+            frames,
+        )
     raise AssertionError(f"not closed within {within} s; frames {frames}")
 
 
@@ -106,7 +115,7 @@ async def test_universal_logout_on_one_process_ends_access_on_the_other(
     later = cluster.start_node(migrate=False)  # started after the revocation
     status, problem = await me(http, later, token)
     assert status == 401 and problem["detail"] == "Token revoked"
-    time.sleep(1.05)  # a token of a later second
+    await asyncio.sleep(1.05)  # a token of a later second
     fresh = issuer.mint("erin@example.com", ["Onyx-Writers"], ttl=600)
     for node in (a, b, later):
         assert (await me(http, node, fresh))[0] == 200
@@ -140,7 +149,7 @@ async def test_a_group_removal_from_the_hook_rechecks_a_socket_on_the_other_proc
     changed = next(f for f in seen if f["type"] == "permission_changed")
     assert changed["permission"] == "read" and changed["can_send"] is False
     assert (await me(http, b, token))[0] == 401
-    time.sleep(1.05)
+    await asyncio.sleep(1.05)
     renewed = issuer.mint("frank@example.com", ["Onyx-Readers"], ttl=600)
     await ws.send_json({"type": "auth", "access_token": renewed})
     while (frame := await ws.receive_json(timeout=TIMEOUT))["type"] != "auth_ok":
