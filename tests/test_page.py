@@ -477,6 +477,10 @@ async def test_owner_picks_a_collaborator_from_the_suggestions(
     await expect(options.first).to_contain_text("already a collaborator")
     await options.first.click()  # by pointer
     await expect(field).to_have_value("quinn@example.com")
+    await field.press("ArrowDown")  # opens the suggestions again; Escape closes them
+    await expect(options).to_have_count(1)
+    await field.press("Escape")
+    await expect(suggestions).to_be_hidden()
     await op.click("#collaborator-add")
     await expect(error).to_have_text("quinn@example.com is already a collaborator.")
     await expect(rows).to_have_count(1)

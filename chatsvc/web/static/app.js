@@ -852,9 +852,10 @@ function pickSuggestion(index) {
 function onCollaboratorKey(event) {
   const open = !$('#collaborator-suggestions').hidden;
   if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
-    if (!open) return;
     event.preventDefault();
-    moveSuggestion(event.key === 'ArrowDown' ? 1 : -1);
+    const value = event.target.value.trim();
+    if (open) moveSuggestion(event.key === 'ArrowDown' ? 1 : -1);
+    else if (event.key === 'ArrowDown' && value && !UUID_RE.test(value)) loadSuggestions(value); // reopen
   } else if (event.key === 'Enter' && open && suggest.active >= 0 && !event.isComposing) {
     event.preventDefault(); // choose, do not submit yet
     pickSuggestion(suggest.active);
