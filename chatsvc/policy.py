@@ -30,6 +30,8 @@ message.delete            write  (author & can view) | admin                    
 collaborator.list         read   as session.read                                  Access denied to chat session
 collaborator.add/remove   write  owner | admin                                    Only the owner can manage collaborators
 audit.read                admin  admin                                            (route level)
+user.list                 write  always (the directory of users, to pick            (route level)
+                                 collaborators from)
 ws.connect                read   as session.read                                  Access denied
 ws.revoked                read   as session.read (re-checked on a live socket)    Access revoked
 ========================  =====  ===============================================  ==========================================
@@ -65,6 +67,7 @@ class Action(StrEnum):
     COLLABORATOR_ADD = "collaborator.add"
     COLLABORATOR_REMOVE = "collaborator.remove"
     AUDIT_READ = "audit.read"
+    USER_LIST = "user.list"
     WS_CONNECT = "ws.connect"
     WS_SEND = "ws.send"
     WS_TYPING = "ws.typing"
@@ -151,6 +154,8 @@ RULES: dict[Action, Rule] = {
     Action.COLLABORATOR_ADD: Rule(Level.WRITE, can_own, DENIED_COLLABORATORS),
     Action.COLLABORATOR_REMOVE: Rule(Level.WRITE, can_own, DENIED_COLLABORATORS),
     Action.AUDIT_READ: Rule(Level.ADMIN, None, "", "audit"),
+    # Those who may own sessions (and so manage collaborators) may look users up.
+    Action.USER_LIST: Rule(Level.WRITE, None, "", "user"),
     Action.WS_CONNECT: Rule(Level.READ, can_view, "Access denied"),
     Action.WS_SEND: Rule(Level.WRITE, can_send, DENIED_SEND),
     Action.WS_TYPING: Rule(Level.WRITE, can_send, DENIED_SEND),

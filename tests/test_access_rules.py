@@ -133,6 +133,10 @@ ACTIONS: dict[str, Action] = {
         lambda w: ("DELETE", _session(w) + f"/collaborators/{w.read_collab_id}", None),
     ),
     "read audit": Action("admin", 200, None, lambda w: ("GET", "/api/chat/audit", None)),
+    # Not about the session: the directory of users (chatsvc's own route).
+    "list users": Action(
+        "write", 200, None, lambda w: ("GET", f"/api/users?query={w.newcomer_email}", None)
+    ),
 }
 
 # "update a message" and "delete a message" act on the owner's message.
@@ -165,6 +169,8 @@ RULE_TABLE: list[tuple[str, str, tuple[str, ...]]] = [
     ("remove collaborator",  PRIVATE, (OK,   LEVEL,     DENY,       DENY,        LEVEL,      OK)),
     ("read audit",           SHARED,  (LEVEL, LEVEL,    LEVEL,      LEVEL,       LEVEL,      OK)),
     ("read audit",           PRIVATE, (LEVEL, LEVEL,    LEVEL,      LEVEL,       LEVEL,      OK)),
+    ("list users",           SHARED,  (OK,   LEVEL,     OK,         OK,          LEVEL,      OK)),
+    ("list users",           PRIVATE, (OK,   LEVEL,     OK,         OK,          LEVEL,      OK)),
 ]
 # fmt: on
 
@@ -254,6 +260,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/api/chat/sessions/{s}/collaborators", "write"),
     ("DELETE", "/api/chat/sessions/{s}/collaborators/{u}", "write"),
     ("GET", "/api/chat/audit", "admin"),
+    ("GET", "/api/users", "write"),
 ]
 
 

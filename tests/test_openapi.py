@@ -97,6 +97,7 @@ MODELS = [
     models.MessageOut,
     models.CollaboratorOut,
     models.MeOut,
+    models.UserOut,
     models.AuditEventOut,
     models.HealthOut,
     models.ReadinessOut,
@@ -188,6 +189,7 @@ def test_a_403_names_the_route_level(document, subtests):
         ("POST", "/api/chat/sessions", "write"),
         ("DELETE", "/api/chat/messages/{message_id}", "write"),
         ("GET", "/api/chat/audit", "admin"),
+        ("GET", "/api/users", "write"),
     ]:
         with subtests.test(f"{method} {path}"):
             description = operations(document)[(method, path)]["responses"]["403"]["description"]
@@ -197,14 +199,22 @@ def test_a_403_names_the_route_level(document, subtests):
 async def test_the_documented_limits_are_the_enforced_ones(client, admin, subtests):
     session = await create_session(client, admin)
     for (method, path), op in operations(build_document(ROUTES)).items():
+        # A required parameter (a string: `query` of the user directory) gets a plain value.
+        required = "".join(
+            f"&{param['name']}=a"
+            for param in op.get("parameters", [])
+            if param["in"] == "query" and param["required"]
+        )
         for param in op.get("parameters", []):
             if param["name"] != "limit":
                 continue
             target = path.replace("{session_id}", session["id"])
             maximum = param["schema"]["maximum"]
             with subtests.test(f"{method} {path}"):
-                at = await client.get(f"{target}?limit={maximum}", headers=admin.headers)
-                over = await client.get(f"{target}?limit={maximum + 1}", headers=admin.headers)
+                at = await client.get(f"{target}?limit={maximum}{required}", headers=admin.headers)
+                over = await client.get(
+                    f"{target}?limit={maximum + 1}{required}", headers=admin.headers
+                )
                 assert (at.status, over.status) == (200, 400)
 
 
@@ -234,6 +244,8 @@ async def test_every_answer_is_what_its_model_writes(client, admin, writer, othe
         ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
         ("POST", base + "/collaborators", writer, {"email": other_writer.email}),
         ("GET", base + "/collaborators", writer, None),
+        ("GET", "/api/users?query=other", writer, None),
+        ("GET", "/api/users?query=nobody-has-this", writer, None),
         ("GET", "/api/chat/audit", writer, None),  # a denial, for the next one to list
         ("GET", "/api/chat/audit", admin, None),
     ]

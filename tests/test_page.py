@@ -1,8 +1,8 @@
 """The built-in chat page in headless Chromium, at 1280x800 and on a 390x844 phone:
 layout (the composer stays on screen), banners that clear, empty states and the
 signed-out landing, history scroll-back through ``before_seq``, links in message
-text, inline editing by keyboard, collaborator management, the admins' audit view
-and an axe-core accessibility scan.
+text, inline editing by keyboard, collaborator management (picked from suggestions
+as the owner types), the admins' audit view and an axe-core accessibility scan.
 
 The service is ``python run.py`` (development issuer, SQLite) with a high message
 rate so that the history can be seeded over REST. axe-core comes from npm:
@@ -394,6 +394,127 @@ async def test_banners_collaborators_and_audit(service: str, browser: Browser) -
     # The expected 403/404/400 answers above are logged by Chromium as failed resources.
     unexpected = {
         name: [p for p in found if not re.search(r"\b(400|403|404)\b", p)]
+        for name, found in problems.items()
+    }
+    assert all(not found for found in unexpected.values()), json.dumps(problems)
+
+
+async def test_owner_picks_a_collaborator_from_the_suggestions(
+    service: str, browser: Browser
+) -> None:
+    """The "add" field suggests signed-in users as the owner types (debounced GET
+    /api/users), adds the chosen one by user id, and explains what goes wrong."""
+    owner = await sign_in(
+        browser, service, "page-picker", "paula@example.com", "Onyx-Writers", viewport=DESKTOP
+    )
+    quinn = await sign_in(
+        browser, service, "page-quinn", "quinn@example.com", "Onyx-Writers", viewport=DESKTOP
+    )
+    quincy = await sign_in(
+        browser, service, "page-quincy", "quincy@example.com", "Onyx-Writers", viewport=DESKTOP
+    )
+    quinn_id = (await rest(quinn.page, "GET", "/api/me"))["body"]["id"]
+    op = owner.page
+    session_id = await create_session(op, "Picked team")  # private: only members see it
+    await op.click("#collaborators-toggle")
+    field = op.locator("#collaborator-input")
+    suggestions = op.locator("#collaborator-suggestions")
+    options = suggestions.locator('[role="option"]')
+    error = op.locator("#collaborator-error")
+    hint = op.locator("#collaborator-hint")
+
+    # Typing asks the directory once per pause, not once per key; any case matches.
+    asked: list[str] = []
+    op.on("request", lambda r: asked.append(r.url) if "/api/users?" in r.url else None)
+    await field.press_sequentially("QUIN", delay=20)
+    await expect(options).to_have_count(2)
+    assert 1 <= len(asked) < len("QUIN"), asked
+    await expect(options).to_have_text(["quincy@example.com", "quinn@example.com"])
+    await expect(field).to_have_attribute("aria-expanded", "true")
+    await expect(hint).to_have_text("2 matching users: ↑ ↓ to move, Enter or a click to choose.")
+
+    # By keyboard: arrows move through the options, Enter chooses, Enter again adds.
+    await field.press("ArrowDown")
+    await field.press("ArrowDown")
+    await expect(options.nth(1)).to_have_attribute("aria-selected", "true")
+    await expect(field).to_have_attribute("aria-activedescendant", "collaborator-option-1")
+    await shot(owner, "page-desktop-collaborator-suggestions")
+    assert await axe_violations(op) == []
+    await op.set_viewport_size(PHONE)
+    await assert_in_viewport(op, "#collaborator-suggestions")
+    await shot(owner, "page-phone-collaborator-suggestions")
+    await op.set_viewport_size(DESKTOP)
+    await field.press("Enter")
+    await expect(suggestions).to_be_hidden()
+    await expect(field).to_have_value("quinn@example.com")
+    await expect(field).to_be_focused()
+    await field.press("Enter")
+    rows = op.locator("#collaborator-list li")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("quinn@example.com")
+    await expect(rows.first).to_have_attribute("data-user-id", quinn_id)
+    await expect(field).to_have_value("")
+    await expect(error).to_have_text("")
+    listed = await rest(op, "GET", f"/api/chat/sessions/{session_id}/collaborators")
+    assert [c["user_id"] for c in listed["body"]] == [quinn_id]
+
+    # Quinn can now post in the private session.
+    await quinn.page.reload()
+    await quinn.open_session(session_id)
+    await send(quinn.page, "Thanks for adding me")
+    await expect(op.locator("#message-list li.message").last).to_contain_text(
+        "Thanks for adding me"
+    )
+
+    # The owner is never offered; a collaborator is offered as one, and adding them
+    # again says so; the message goes once the field is edited.
+    await field.fill("")
+    await field.press_sequentially("p")
+    await expect(hint).to_contain_text("No user who has signed in has an email starting with “p”")
+    await expect(suggestions).to_be_hidden()
+    await field.fill("quinn")
+    await expect(options).to_have_count(1)
+    await expect(options.first).to_contain_text("already a collaborator")
+    await options.first.click()  # by pointer
+    await expect(field).to_have_value("quinn@example.com")
+    await field.press("ArrowDown")  # opens the suggestions again; Escape closes them
+    await expect(options).to_have_count(1)
+    await field.press("Escape")
+    await expect(suggestions).to_be_hidden()
+    await op.click("#collaborator-add")
+    await expect(error).to_have_text("quinn@example.com is already a collaborator.")
+    await expect(rows).to_have_count(1)
+    await field.press("Backspace")
+    await expect(error).to_have_text("")
+
+    # Unknown user: the API's words, until the field changes.
+    await field.fill("nobody-here@example.com")
+    await op.click("#collaborator-add")
+    await expect(error).to_have_text("User not found")
+    await field.fill("quin")
+    await expect(error).to_have_text("")
+    await expect(options).to_have_count(2)
+
+    # The directory unreachable: said so, and cleared once suggestions load again.
+    await field.press("Escape")
+    await expect(suggestions).to_be_hidden()
+    await op.route("**/api/users?*", lambda route: route.abort())
+    await field.press_sequentially("c")
+    await expect(error).to_have_text("Could not look users up. Network error — please try again.")
+    await op.unroute("**/api/users?*")
+    await field.press("Backspace")
+    await expect(options).to_have_count(2)
+    await expect(error).to_have_text("")
+    await options.nth(0).click()
+    await op.click("#collaborator-add")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text("quincy@example.com")
+    assert await axe_violations(op) == []
+
+    problems = {w.name: w.problems for w in (owner, quinn, quincy)}
+    # The expected 404 and the aborted request are logged by Chromium as failed resources.
+    unexpected = {
+        name: [p for p in found if not re.search(r"\b404\b|ERR_FAILED", p)]
         for name, found in problems.items()
     }
     assert all(not found for found in unexpected.values()), json.dumps(problems)

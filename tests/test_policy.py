@@ -72,6 +72,7 @@ def expected(
         Action.MESSAGE_UPDATE: at_least(level, Level.WRITE) and (admin or (author and view)),
         Action.MESSAGE_DELETE: at_least(level, Level.WRITE) and (admin or (author and view)),
         Action.AUDIT_READ: admin,
+        Action.USER_LIST: at_least(level, Level.WRITE),
     }
     send = at_least(level, Level.WRITE) and (admin or owner or shared or relation == "collaborator")
     for action_ in (Action.MESSAGE_SEND, Action.WS_SEND, Action.WS_TYPING):

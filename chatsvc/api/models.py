@@ -98,6 +98,13 @@ class CollaboratorOut(TypedDict):
     added_at: Timestamp
 
 
+class UserOut(TypedDict):
+    """A user of the directory: what an owner needs to add them, and nothing else."""
+
+    user_id: uuid.UUID
+    email: str
+
+
 class MeOut(TypedDict):
     id: uuid.UUID
     email: str

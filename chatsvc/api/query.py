@@ -92,6 +92,34 @@ class Text:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """``Annotated[str, Prefix(max_length)]``: required text to search by, at most
+    ``max_length`` characters as given, no NUL; surrounding spaces are ignored and
+    what is left must not be empty."""
+
+    max_length: int
+
+    def parse(self, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        if len(raw) > self.max_length:
+            raise _bad(f"must be at most {self.max_length} characters")
+        if "\x00" in raw:
+            raise _bad("must not contain NUL characters")
+        value = raw.strip()
+        if not value:
+            raise _bad("must not be empty")
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(
+            self.parse, core_schema.str_schema(min_length=1, max_length=self.max_length)
+        )
+
+
 def _bool(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
@@ -129,6 +157,8 @@ class Query(BaseModel):
 SESSION_LIMIT_MAX = 200
 MESSAGE_LIMIT_MAX = 500
 AUDIT_LIMIT_MAX = 500
+USER_LIMIT_MAX = 50
+USER_QUERY_MAX = 320  # an email's longest: a longer prefix can match nobody
 
 
 class SessionListQuery(Query):
@@ -161,6 +191,13 @@ class AuditQuery(Query):
     action: Annotated[str, Text(64)] | None = None
 
 
+class UserQuery(Query):
+    query: Annotated[str, Prefix(USER_QUERY_MAX)] = Field(
+        description="The start of the users' email, compared without regard to case"
+    )
+    limit: Annotated[int, Range(1, USER_LIMIT_MAX)] = 20
+
+
 # --- parsing -------------------------------------------------------------------------
 
 Q = TypeVar("Q", bound=Query)
@@ -174,5 +211,6 @@ def parse_query(model: type[Q], query: Mapping[str, str]) -> Q:
         return model.model_validate(given)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        name, message = str(first["loc"][0]), first["msg"]
+        name = str(first["loc"][0])
+        message = "is required" if first["type"] == "missing" else first["msg"]
         raise ValidationFailed(f"{name}: {message}", [FieldError(name, message)]) from None

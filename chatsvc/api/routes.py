@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from chatsvc.api import audit, collaborators, health, me, messages, openapi, sessions
+from chatsvc.api import audit, collaborators, health, me, messages, openapi, sessions, users
 from chatsvc.api.models import (
     AuditEventOut,
     CollaboratorOut,
@@ -21,6 +21,7 @@ from chatsvc.api.models import (
     SessionDetail,
     SessionListItem,
     SessionOut,
+    UserOut,
 )
 from chatsvc.api.query import (
     AuditQuery,
@@ -29,6 +30,7 @@ from chatsvc.api.query import (
     Range,
     SessionListQuery,
     SessionQuery,
+    UserQuery,
 )
 from chatsvc.api.routing import PathId, Route
 from chatsvc.policy import Action
@@ -217,6 +219,17 @@ ROUTES: tuple[Route[Any, Any], ...] = (
         "Remove a collaborator",
         ids=(SESSION_ID, COLLABORATOR_ID),
         status=204,
+    ),
+    # --- the user directory ---------------------------------------------------------
+    Route(
+        "GET",
+        "/api/users",
+        Action.USER_LIST,
+        users.list_users,
+        "Users who have signed in, by the start of their email (to add as collaborators)",
+        query=UserQuery,
+        response=list[UserOut],
+        tag="users",
     ),
     # --- audit ----------------------------------------------------------------------
     Route(

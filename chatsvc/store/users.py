@@ -117,3 +117,20 @@ async def find_users_by_email(
         .limit(limit)
     )
     return [(row.id, row.email) for row in rows]
+
+
+async def search_users(
+    session: AsyncSession, prefix: str, limit: int
+) -> list[dict[str, uuid.UUID | str]]:
+    """Up to ``limit`` users whose email starts with ``prefix`` (case-insensitively,
+    ``%`` and ``_`` taken literally: SQLAlchemy's ``autoescape``), by email.
+
+    Only the email is searched: the subject and the IdP's user id are opaque
+    identifiers that a prefix search would let anyone probe."""
+    rows = await session.execute(
+        select(User.id.label("user_id"), User.email)
+        .where(User.email.istartswith(prefix, autoescape=True))
+        .order_by(func.lower(User.email), User.email, User.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]

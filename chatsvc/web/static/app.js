@@ -704,23 +704,48 @@ const newClientMsgId = () => crypto.randomUUID?.()
 
 const collaboratorsPath = (id) => `${sessionPath(id)}/collaborators`;
 const canManageCollaborators = () => Boolean(state.current?.permissions?.manage_collaborators);
+const isCollaborator = (userId) => state.collaborators.some((c) => c.user_id === userId);
+
+const SUGGEST_DELAY_MS = 250; // one directory request per pause in typing, not one per key
+const SUGGEST_LIMIT = 8;
+const COLLABORATOR_HINT = 'Suggestions appear as you type; ↑ ↓ to move, Enter to choose. A user id works too.';
+
+// The owner's "add" field suggests users from GET /api/users. `picked` is the user chosen
+// from the suggestions: added by user_id while the field still shows their email.
+// `seq` drops answers to earlier keystrokes; `view` the suggestions made for another session.
+const suggest = { items: [], active: -1, picked: null, timer: null, seq: 0, view: 0 };
+
+// What clears the message under the field: 'input' (the value it was about is edited away),
+// 'suggest' (suggestions load again), 'action' (the next collaborator request succeeds).
+// Any success clears every kind.
+let collaboratorErrorClears = null;
+
+function setCollaboratorError(text, clears = 'action') {
+  $('#collaborator-error').textContent = text;
+  collaboratorErrorClears = text ? clears : null;
+}
+
+function clearCollaboratorError(what) {
+  if (what === undefined || collaboratorErrorClears === what) setCollaboratorError('');
+}
 
 function toggleCollaborators(open = !state.collabOpen) {
   state.collabOpen = open;
   $('#collaborators-toggle').setAttribute('aria-expanded', String(open));
   $('#collaborators-panel').hidden = !open;
   if (open) loadCollaborators();
+  else closeSuggestions();
 }
 
 function loadCollaborators() {
   const view = state.view;
   const { id } = state.current;
-  $('#collaborator-error').textContent = '';
+  clearCollaboratorError();
   return api('GET', collaboratorsPath(id)).then((list) => {
     if (view !== state.view) return;
     state.collaborators = list;
     renderCollaborators();
-  }, (err) => { if (view === state.view) $('#collaborator-error').textContent = errorText(err); });
+  }, (err) => { if (view === state.view) setCollaboratorError(errorText(err)); });
 }
 
 function renderCollaborators() {
@@ -728,6 +753,7 @@ function renderCollaborators() {
   $('#collaborator-add-form').hidden = !manage;
   $('#collaborators-readonly').hidden = manage;
   $('#collaborators-empty').hidden = state.collaborators.length > 0;
+  if (!manage || suggest.view !== state.view) closeSuggestions();
   $('#collaborator-list').replaceChildren(...state.collaborators.map((c) => {
     const item = el('li', { dataset: { userId: c.user_id } },
       el('span', { className: 'collaborator-email', text: c.email }),
@@ -742,30 +768,148 @@ function renderCollaborators() {
   }));
 }
 
+function onCollaboratorInput() {
+  const value = $('#collaborator-input').value.trim();
+  if (suggest.picked && suggest.picked.email !== value) suggest.picked = null;
+  clearCollaboratorError('input');
+  clearTimeout(suggest.timer);
+  suggest.seq += 1; // an answer for the text before this edit is stale
+  if (!value || UUID_RE.test(value)) {
+    closeSuggestions();
+    clearCollaboratorError('suggest');
+    $('#collaborator-hint').textContent = COLLABORATOR_HINT;
+    return;
+  }
+  suggest.timer = setTimeout(() => loadSuggestions(value), SUGGEST_DELAY_MS);
+}
+
+function loadSuggestions(query) {
+  const seq = ++suggest.seq;
+  const view = state.view;
+  const params = new URLSearchParams({ query, limit: String(SUGGEST_LIMIT) });
+  api('GET', `/api/users?${params}`).then((users) => {
+    if (seq !== suggest.seq || view !== state.view) return;
+    clearCollaboratorError('suggest');
+    if (document.activeElement !== $('#collaborator-input')) return; // left the field meanwhile
+    const ownerId = state.current?.user_id; // the owner cannot be a collaborator: not offered
+    showSuggestions(users.filter((u) => u.user_id !== ownerId), query, view);
+  }, (err) => {
+    if (seq !== suggest.seq || view !== state.view) return;
+    if (err.status === 401) return showSignIn('Your sign-in has expired.');
+    closeSuggestions();
+    setCollaboratorError(`Could not look users up. ${errorText(err)}`, 'suggest');
+  });
+}
+
+function showSuggestions(users, query, view) {
+  Object.assign(suggest, { items: users, active: -1, view });
+  $('#collaborator-suggestions').replaceChildren(...users.map((user, index) => {
+    const option = el('li', {
+      id: `collaborator-option-${index}`, role: 'option', className: 'suggestion',
+      'aria-selected': 'false', dataset: { userId: user.user_id },
+    }, el('span', { className: 'suggestion-email', text: user.email }));
+    if (isCollaborator(user.user_id)) {
+      option.append(el('span', { className: 'suggestion-note', text: 'already a collaborator' }));
+    }
+    option.addEventListener('mousedown', (event) => event.preventDefault()); // focus stays in the field
+    option.addEventListener('click', () => pickSuggestion(index));
+    return option;
+  }));
+  $('#collaborator-suggestions').hidden = users.length === 0;
+  $('#collaborator-input').setAttribute('aria-expanded', String(users.length > 0));
+  $('#collaborator-input').removeAttribute('aria-activedescendant');
+  $('#collaborator-hint').textContent = users.length
+    ? `${users.length} matching ${users.length === 1 ? 'user' : 'users'}: ↑ ↓ to move, Enter or a click to choose.`
+    : `No user who has signed in has an email starting with “${query}”. They need to sign in to chatsvc once first.`;
+}
+
+function closeSuggestions() {
+  clearTimeout(suggest.timer);
+  Object.assign(suggest, { items: [], active: -1 });
+  $('#collaborator-suggestions').replaceChildren();
+  $('#collaborator-suggestions').hidden = true;
+  $('#collaborator-input').setAttribute('aria-expanded', 'false');
+  $('#collaborator-input').removeAttribute('aria-activedescendant');
+}
+
+function moveSuggestion(step) {
+  const count = suggest.items.length;
+  if (!count) return;
+  suggest.active = (suggest.active + step + count) % count;
+  const options = $('#collaborator-suggestions').children;
+  Array.from(options).forEach((option, index) => option.setAttribute('aria-selected', String(index === suggest.active)));
+  const active = options[suggest.active];
+  $('#collaborator-input').setAttribute('aria-activedescendant', active.id);
+  active.scrollIntoView({ block: 'nearest' });
+}
+
+function pickSuggestion(index) {
+  const user = suggest.items[index];
+  if (!user) return;
+  suggest.picked = user;
+  const input = $('#collaborator-input');
+  input.value = user.email;
+  closeSuggestions();
+  clearCollaboratorError('input');
+  $('#collaborator-hint').textContent = isCollaborator(user.user_id)
+    ? `${user.email} is already a collaborator.`
+    : `Chosen: ${user.email}. Press Add (or Enter) to add them.`;
+  input.focus();
+}
+
+function onCollaboratorKey(event) {
+  const open = !$('#collaborator-suggestions').hidden;
+  if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+    event.preventDefault();
+    const value = event.target.value.trim();
+    if (open) moveSuggestion(event.key === 'ArrowDown' ? 1 : -1);
+    else if (event.key === 'ArrowDown' && value && !UUID_RE.test(value)) loadSuggestions(value); // reopen
+  } else if (event.key === 'Enter' && open && suggest.active >= 0 && !event.isComposing) {
+    event.preventDefault(); // choose, do not submit yet
+    pickSuggestion(suggest.active);
+  } else if (event.key === 'Escape' && open) {
+    event.preventDefault();
+    event.stopPropagation();
+    closeSuggestions();
+  }
+}
+
 function addCollaborator(event) {
   event.preventDefault();
   const input = $('#collaborator-input');
   const value = input.value.trim();
   if (!value) return;
-  const body = UUID_RE.test(value) ? { user_id: value } : { email: value };
-  const error = $('#collaborator-error');
-  error.textContent = '';
+  const picked = suggest.picked?.email === value ? suggest.picked : null;
+  let body = { email: value };
+  if (picked) body = { user_id: picked.user_id };
+  else if (UUID_RE.test(value)) body = { user_id: value };
+  clearCollaboratorError();
+  closeSuggestions();
+  suggest.seq += 1; // the field is about to be cleared: late suggestions are stale
   api('POST', collaboratorsPath(state.current.id), body).then((entry) => {
+    if (isCollaborator(entry.user_id)) { // answered 200: nothing changed
+      setCollaboratorError(`${entry.email} is already a collaborator.`, 'input');
+      input.focus();
+      return;
+    }
     succeeded();
     input.value = '';
-    if (!state.collaborators.some((c) => c.user_id === entry.user_id)) state.collaborators.push(entry);
+    suggest.picked = null;
+    $('#collaborator-hint').textContent = COLLABORATOR_HINT;
+    state.collaborators.push(entry);
     renderCollaborators();
     setStatus(`${entry.email} is now a collaborator.`, 'info', 'action');
   }, (err) => {
     if (err.status === 401) return showSignIn('Your sign-in has expired.');
-    error.textContent = errorText(err); // the API's own wording, e.g. the 409 for a shared email
+    // The API's own wording, e.g. "User not found", the 409 for a shared email; it
+    // stays until the field is edited or the next collaborator request succeeds.
+    setCollaboratorError(errorText(err), 'input');
     input.focus();
   });
 }
 
 function removeCollaborator(collaborator) {
-  const error = $('#collaborator-error');
-  error.textContent = '';
+  clearCollaboratorError();
   api('DELETE', `${collaboratorsPath(state.current.id)}/${encodeURIComponent(collaborator.user_id)}`).then(() => {
     succeeded();
     state.collaborators = state.collaborators.filter((c) => c.user_id !== collaborator.user_id);
@@ -774,7 +918,7 @@ function removeCollaborator(collaborator) {
     $('#collaborator-input').focus();
   }, (err) => {
     if (err.status === 401) return showSignIn('Your sign-in has expired.');
-    error.textContent = errorText(err);
+    setCollaboratorError(errorText(err));
   });
 }
 
@@ -850,6 +994,9 @@ function bindControls() {
   on('#back-to-sessions', 'click', () => selectSession(null));
   on('#collaborators-toggle', 'click', () => toggleCollaborators());
   on('#collaborator-add-form', 'submit', addCollaborator);
+  on('#collaborator-input', 'input', onCollaboratorInput);
+  on('#collaborator-input', 'keydown', onCollaboratorKey);
+  on('#collaborator-input', 'blur', closeSuggestions);
   on('#audit-toggle', 'click', () => showAudit(document.body.dataset.view !== 'audit'));
   on('#audit-close', 'click', () => showAudit(false));
   on('#audit-filter', 'submit', submit(() => loadAudit(true)));
