@@ -1,4 +1,4 @@
-"""Command line: ``python run.py [serve|migrate|token] [--help]``."""
+"""Command line: ``python run.py [serve|migrate|token|audit verify] [--help]``."""
 
 from __future__ import annotations
 
@@ -111,6 +111,56 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
     print(DevIssuer(settings).mint(args.sub, groups, ttl=args.ttl, email=args.email))
 
 
+async def _verify_audit(settings: Settings) -> bool:
+    from chatsvc.store.audit import verify_chain
+    from chatsvc.store.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings)
+    try:
+        check = await verify_chain(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+    if check.ok:
+        print(f"audit trail ok: {check.events} events")
+    else:
+        print(f"audit trail broken: {check.events} events, first bad event {check.first_bad_id}")
+    return check.ok
+
+
+def audit(settings: Settings, args: argparse.Namespace) -> int:
+    """``audit verify``: 0 when the chain checks out, 1 when it is broken, 2 when it
+    could not be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return 0 if asyncio.run(_verify_audit(settings)) else 1
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"chatsvc: cannot read the audit trail: {type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def _add_audit_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    trail = commands.add_parser(
+        "audit",
+        help="check the audit trail",
+        description="Operator commands for the audit trail in CHATSVC_DATABASE_URL.",
+    )
+    actions = trail.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    actions.add_parser(
+        "verify",
+        parents=[common],
+        help="re-compute the hash chain and say whether every event is as written",
+        description="Re-compute the audit trail's hash chain over the whole table and "
+        "print one line: ok and the number of events, or the first event whose hash "
+        "does not match (edited, inserted, or the one after a deleted event). Exit "
+        "status: 0 ok, 1 broken, 2 the database could not be read. Events still "
+        "buffered by a running server are not stored yet, so not checked.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatsvc.metrics import version
 
@@ -150,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--groups", default="", help="comma-separated, e.g. Onyx-Writers")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds the token lives")
     mint.add_argument("--email", default=None, help="the email claim (default: the subject)")
+    _add_audit_parser(commands, common)
     return parser
 
 
@@ -169,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
         elif args.command == "token":
             token(settings, args)
+        elif args.command == "audit":
+            return audit(settings, args)
         else:
             serve(settings)
     except SettingsError as exc:

@@ -95,6 +95,7 @@ MODELS = [
     models.CollaboratorOut,
     models.MeOut,
     models.AuditEventOut,
+    models.AuditVerifyOut,
     models.HealthOut,
     models.ReadinessOut,
     models.Problem,
