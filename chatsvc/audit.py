@@ -2,7 +2,8 @@
 
 Recording never waits on the database: events go into a bounded queue that one
 task flushes in batches (and at shutdown). A full queue still logs the event and
-counts it in ``chatsvc_audit_overflow``; nothing is dropped silently.
+counts it in ``chatsvc_audit_overflow``; nothing is dropped silently. The flush
+chains each batch by hash (:mod:`chatsvc.store.audit`).
 """
 
 from __future__ import annotations
@@ -161,13 +162,17 @@ class AuditWriter:
     async def _write(self, batch: list[AuditRecord]) -> bool:
         try:
             async with self._sessions() as session:
-                await audit_store.insert_events(session, [asdict(e) for e in batch])
+                # Hashed here, in the flush, under the chain's lock: never on the request path.
+                head = await audit_store.insert_events(session, [asdict(e) for e in batch])
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "event=audit_flush_failed error=%s pending=%d", type(exc).__name__, len(batch)
             )
             return False
         self._metrics.audit_written.inc(len(batch))
+        # The head, outside the database: the chain alone cannot show that its newest
+        # events were removed, or that every hash was re-computed after an edit.
+        log.info("event=audit_chained count=%d head=%s", len(batch), head)
         return True
 
     def _take(self) -> list[AuditRecord]:

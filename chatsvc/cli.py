@@ -1,4 +1,4 @@
-"""Command line: ``python run.py [serve|migrate|token|idp] [--help]``."""
+"""Command line: ``python run.py [serve|migrate|token|idp|audit verify] [--help]``."""
 
 from __future__ import annotations
 
@@ -150,6 +150,56 @@ def idp(settings: Settings, args: argparse.Namespace) -> None:
         print(json.dumps({"eventType": "com.okta.event_hook", "data": {"events": [event]}}))
 
 
+async def _verify_audit(settings: Settings) -> bool:
+    from chatsvc.store.audit import verify_chain
+    from chatsvc.store.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings)
+    try:
+        check = await verify_chain(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+    if check.ok:
+        print(f"audit trail ok: {check.events} events")
+    else:
+        print(f"audit trail broken: {check.events} events, first bad event {check.first_bad_id}")
+    return check.ok
+
+
+def audit(settings: Settings, args: argparse.Namespace) -> int:
+    """``audit verify``: 0 when the chain checks out, 1 when it is broken, 2 when it
+    could not be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return 0 if asyncio.run(_verify_audit(settings)) else 1
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"chatsvc: cannot read the audit trail: {type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def _add_audit_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    trail = commands.add_parser(
+        "audit",
+        help="check the audit trail",
+        description="Operator commands for the audit trail in CHATSVC_DATABASE_URL.",
+    )
+    actions = trail.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    actions.add_parser(
+        "verify",
+        parents=[common],
+        help="re-compute the hash chain and say whether every event is as written",
+        description="Re-compute the audit trail's hash chain over the whole table and "
+        "print one line: ok and the number of events, or the first event whose hash "
+        "does not match (edited, inserted, or the one after a deleted event). Exit "
+        "status: 0 ok, 1 broken, 2 the database could not be read. Events still "
+        "buffered by a running server are not stored yet, so not checked.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from chatsvc.metrics import version
 
@@ -227,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument("--user", required=True, help="the user's subject or email")
     hook.add_argument("--group", help="the group (membership events)")
+    _add_audit_parser(commands, common)
     return parser
 
 
@@ -248,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             token(settings, args)
         elif args.command == "idp":
             idp(settings, args)
+        elif args.command == "audit":
+            return audit(settings, args)
         else:
             serve(settings)
     except SettingsError as exc:

@@ -5,10 +5,13 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import column, insert, inspect, select, table, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from chatsvc.store.audit import ChainCheck, verify_chain
 from chatsvc.store.migrate import alembic_config, downgrade, upgrade
-from chatsvc.store.models import Base
+from chatsvc.store.models import UUID, AuditEvent, Base, UTCDateTime, new_id
 
 REPO = Path(__file__).resolve().parents[1]
 APP_TABLES = {table.name for table in Base.metadata.sorted_tables}
@@ -95,6 +99,73 @@ async def test_upgrade_at_head_is_a_no_op(engine):
         assert (await conn.execute(text("SELECT reason FROM audit_events"))).scalars().all() == [
             "kept"
         ]
+
+
+# audit_events as revision 0002 left it: no outcome, no hash.
+OLD_AUDIT_EVENTS = table(
+    "audit_events",
+    column("id", UUID()),
+    column("occurred_at", UTCDateTime()),
+    column("user_id", UUID()),
+    column("user_email"),
+    column("permission"),
+    column("action"),
+    column("resource_type"),
+    column("resource_id"),
+    column("reason"),
+    column("request_id"),
+    column("client_ip"),
+)
+
+
+async def test_upgrade_chains_the_events_stored_before_the_chain(engine):
+    """Events written before the hash chain existed are chained by the upgrade, in
+    ``occurred_at, id`` order, so that the check of an upgraded trail passes. More
+    events than one page of the migration and of the check; stored out of order,
+    many sharing one instant; on SQLite also a timestamp in SQLite's own text form
+    (no fraction), as a hand-written row has, across a page boundary."""
+    await upgrade(engine, "0002")
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        {
+            "id": new_id() if i % 2 else uuid.uuid4(),
+            "occurred_at": start + timedelta(microseconds=i // 3),  # three events an instant
+            "user_id": uuid.uuid4() if i % 5 else None,
+            "user_email": f"user{i}@example.com",
+            "permission": "read",
+            "action": "session.read",
+            "resource_type": "chat_session",
+            "resource_id": None,
+            "reason": "Access denied to chat session",
+            "request_id": f"r{i}",
+            "client_ip": "10.0.0.1",
+        }
+        for i in range(1500)
+    ]
+    random.Random(7).shuffle(rows)
+    async with engine.begin() as conn:
+        await conn.execute(insert(OLD_AUDIT_EVENTS), rows)
+        if engine.dialect.name == "sqlite":
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_events (id, occurred_at, action, resource_type, reason)"
+                    " VALUES (:id, '2024-04-30 08:00:00', 'ws.connect', 'chat_session', 'old')"
+                ),
+                [{"id": uuid.uuid4().hex} for _ in range(1100)],
+            )
+    expected = 2600 if engine.dialect.name == "sqlite" else 1500
+
+    await upgrade(engine)
+
+    check = await verify_chain(async_sessionmaker(engine))
+    assert check == ChainCheck(True, expected, None)
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(AuditEvent.outcome).distinct())).scalars().all()
+        unhashed = (
+            await conn.execute(select(AuditEvent.id).where(AuditEvent.hash.is_(None)))
+        ).all()
+    assert outcomes == ["denied"]
+    assert unhashed == []
 
 
 async def test_migrated_schema_matches_the_models(engine):

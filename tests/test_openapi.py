@@ -99,6 +99,7 @@ MODELS = [
     models.MeOut,
     models.UserOut,
     models.AuditEventOut,
+    models.AuditVerifyOut,
     models.HealthOut,
     models.ReadinessOut,
     models.Problem,

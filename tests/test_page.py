@@ -2,7 +2,8 @@
 layout (the composer stays on screen), banners that clear, empty states and the
 signed-out landing, history scroll-back through ``before_seq``, links in message
 text, inline editing by keyboard, collaborator management (picked from suggestions
-as the owner types), the admins' audit view and an axe-core accessibility scan.
+as the owner types), the admins' audit view (outcomes, a would-deny event marked
+in words, the trail's verification) and an axe-core accessibility scan.
 
 The service is ``python run.py`` (development issuer, SQLite) with a high message
 rate so that the history can be seeded over REST. axe-core comes from npm:
@@ -15,12 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from chatsvc.audit import AuditRecord
+from chatsvc.store import audit as audit_store
+from chatsvc.store.models import AuditEvent
 from tests.browser_helpers import (
     CHROMIUM_ARGS,
     DESKTOP,
@@ -42,9 +50,14 @@ SEEDED = 130  # more than the 100 messages a session opens with
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def page_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("page-data")
+
+
+@pytest.fixture(scope="module")
+def service(page_data: Path) -> Iterator[str]:
     with run_service(
-        tmp_path_factory.mktemp("page-data"),
+        page_data,
         log_name="page-service.log",
         message_rate="1000",
         message_burst="1000",
@@ -143,6 +156,39 @@ async def axe_violations(page: Page) -> list[dict[str, Any]]:
 
 def shot(window: Window, name: str) -> Any:
     return window.screenshot(name, full_page=False)
+
+
+@contextlib.asynccontextmanager
+async def service_database(page_data: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The service's SQLite file, opened by this process as a second writer would."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{page_data / 'chatsvc.db'}")
+    try:
+        yield async_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+async def record_would_deny(page_data: Path, user_id: str, email: str) -> None:
+    """A shadow-mode evaluation, stored through the chain by another writer."""
+    event = AuditRecord(
+        user_id=uuid.UUID(user_id), user_email=email, permission="write",
+        action="session.delete", resource_type="chat_session", resource_id=None,
+        reason="Can only delete your own chat sessions", request_id="shadow-page-1",
+        client_ip="127.0.0.1", outcome="would_deny",
+    )  # fmt: skip
+    async with service_database(page_data) as sessions, sessions() as db:
+        await audit_store.insert_events(db, [asdict(event)])
+
+
+async def set_reason(page_data: Path, request_id: str, reason: str) -> str:
+    """Edit a stored event behind chatsvc's back; its id."""
+    async with service_database(page_data) as sessions, sessions() as db:
+        event_id = (
+            await db.execute(select(AuditEvent.id).where(AuditEvent.request_id == request_id))
+        ).scalar_one()
+        await db.execute(update(AuditEvent).where(AuditEvent.id == event_id).values(reason=reason))
+        await db.commit()
+    return str(event_id)
 
 
 # --- tests ----------------------------------------------------------------------------
@@ -265,7 +311,9 @@ async def test_chat_layout_history_links_and_editing(
     assert me.problems == [], me.problems
 
 
-async def test_banners_collaborators_and_audit(service: str, browser: Browser) -> None:
+async def test_banners_collaborators_and_audit(
+    service: str, page_data: Path, browser: Browser
+) -> None:
     owner = await sign_in(
         browser, service, "page-owner", "olga@example.com", "Onyx-Writers", viewport=DESKTOP
     )
@@ -385,8 +433,44 @@ async def test_banners_collaborators_and_audit(service: str, browser: Browser) -
     await ap.fill("#audit-action", "session.update")
     await ap.click("#audit-apply")
     await expect(audit_rows).to_have_count(1)
+    await expect(audit_rows.first.locator(".audit-outcome")).to_have_text("Denied")
+
+    # A would-deny event (shadow mode) is marked in words, not by colour alone, and
+    # the outcome filter finds it.
+    await record_would_deny(page_data, guest_id, "gus@example.com")
+    await ap.fill("#audit-action", "")
+    await ap.select_option("#audit-outcome", "would_deny")
+    await ap.click("#audit-apply")
+    await expect(audit_rows).to_have_count(1)
+    shadow_row = audit_rows.first
+    await expect(shadow_row).to_have_attribute("data-outcome", "would_deny")
+    await expect(shadow_row.locator(".audit-outcome .badge")).to_have_text("Would deny")
+    await expect(shadow_row.locator(".audit-outcome")).to_have_text(
+        "Would deny (allowed in shadow mode)"
+    )
+    await ap.select_option("#audit-outcome", "")
+    await ap.click("#audit-apply")
+    await expect(ap.locator('#audit-rows tr[data-outcome="would_deny"]')).to_have_count(1)
+    await expect(ap.locator('#audit-rows tr[data-outcome="denied"]').first).to_be_visible()
+
+    # "Verify trail" re-computes the hash chain: intact, then broken by an edit made
+    # behind chatsvc's back, naming the event.
+    verdict = ap.locator("#audit-verify-result")
+    await ap.click("#audit-verify")
+    await expect(verdict).to_have_text(re.compile(r"^Trail intact: \d+ events checked\.$"))
+    await expect(verdict).to_have_attribute("data-kind", "ok")
+    await expect(ap.locator("#audit-verify")).to_be_enabled()
     await shot(admin, "page-desktop-audit")
     assert await axe_violations(ap) == []
+    edited = await set_reason(page_data, "shadow-page-1", "Nothing to see here")
+    await ap.click("#audit-verify")
+    await expect(verdict).to_contain_text(f"Trail broken: event {edited} does not match its hash")
+    await expect(verdict).to_have_attribute("data-kind", "error")
+    await shot(admin, "page-desktop-audit-broken")
+    assert await axe_violations(ap) == []
+    await set_reason(page_data, "shadow-page-1", "Can only delete your own chat sessions")
+    await ap.click("#audit-verify")
+    await expect(verdict).to_contain_text("Trail intact")
     await ap.set_viewport_size(PHONE)
     await shot(admin, "page-phone-audit")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from chatsvc.api.query import AuditQuery
@@ -14,4 +15,11 @@ async def list_audit_events(call: Call[AuditQuery, None]) -> list[dict[str, Any]
     query = call.query
     await call.app[AUDIT].flush()  # an admin reads the denials made up to now
     async with call.app[DB_SESSIONS]() as db:
-        return await audit.list_events(db, query.limit, query.offset, query.user_id, query.action)
+        return await audit.list_events(
+            db, query.limit, query.offset, query.user_id, query.action, query.outcome
+        )
+
+
+async def verify_audit_trail(call: Call[None, None]) -> dict[str, Any]:
+    await call.app[AUDIT].flush()  # the events recorded up to now are checked too
+    return asdict(await audit.verify_chain(call.app[DB_SESSIONS]))

@@ -128,6 +128,20 @@ class AuditEventOut(TypedDict):
     hash: str | None
 
 
+class AuditVerifyOut(TypedDict):
+    ok: bool
+    events: Annotated[int, Field(description="Every stored event, all re-computed")]
+    first_bad_id: Annotated[
+        uuid.UUID | None,
+        Field(
+            description=(
+                "The first event whose hash does not match: an edited or inserted event, "
+                "or the one after a deleted event; null when ok"
+            )
+        ),
+    ]
+
+
 class HealthOut(TypedDict):
     status: Literal["ok"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -120,6 +120,27 @@ class Prefix:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """``Annotated[Literal[...], OneOf()]``: one of the literal's words, said plainly when not."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        words = get_args(source)
+
+        def parse(raw: Any) -> Any:
+            if not isinstance(raw, str):
+                return raw
+            if raw == "":
+                raise PydanticUseDefault()
+            if raw not in words:
+                raise _bad(f"must be one of {', '.join(words)}")
+            return raw
+
+        return core_schema.no_info_before_validator_function(parse, handler(source))
+
+
 def _bool(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
@@ -189,6 +210,9 @@ class AuditQuery(Query):
     offset: Annotated[int, Range(0)] = 0
     user_id: UUID | None = None
     action: Annotated[str, Text(64)] | None = None
+    outcome: Annotated[Literal["denied", "would_deny", "revoked"], OneOf()] | None = Field(
+        None, description="Only events with this outcome"
+    )
 
 
 class UserQuery(Query):

@@ -13,6 +13,7 @@ from pydantic import Field
 from chatsvc.api import audit, collaborators, health, me, messages, openapi, sessions, users
 from chatsvc.api.models import (
     AuditEventOut,
+    AuditVerifyOut,
     CollaboratorOut,
     HealthOut,
     MeOut,
@@ -240,6 +241,15 @@ ROUTES: tuple[Route[Any, Any], ...] = (
         "The audit trail of denials, newest first",
         query=AuditQuery,
         response=list[AuditEventOut],
+        tag="audit",
+    ),
+    Route(
+        "GET",
+        "/api/chat/audit/verify",
+        Action.AUDIT_READ,
+        audit.verify_audit_trail,
+        "Re-compute the audit trail's hash chain: is every event as it was written?",
+        response=AuditVerifyOut,
         tag="audit",
     ),
     # --- realtime: registered by chatsvc.realtime, documented here --------------------

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from chatsvc.store.audit import CHAIN_LOCK_KEY
+from chatsvc.store.chain import CHAINED_FIELDS, link
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -52,6 +55,52 @@ def upgrade() -> None:
             sa.Column("outcome", sa.String(length=16), nullable=False, server_default="denied")
         )
         batch_op.add_column(sa.Column("hash", sa.String(length=64), nullable=True))
+
+    _chain_existing_events()
+
+
+BACKFILL_BATCH = 1000
+
+
+def _chain_existing_events() -> None:
+    """Hash the events stored before the chain existed, in its order (``occurred_at,
+    id``), so that an upgraded trail checks out. The hashing is chatsvc's own
+    (``chatsvc.store.chain``): what this writes is what the check re-computes.
+
+    Keyset pages keep memory bounded; the page boundary is compared as stored
+    (untyped columns), so SQLite text timestamps in any form are neither skipped
+    nor read twice."""
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":  # no chatsvc writer may chain meanwhile
+        bind.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    events = sa.table("audit_events", *(sa.column(name) for name in (*CHAINED_FIELDS, "hash")))
+    fields = [events.c[name] for name in CHAINED_FIELDS if name != "occurred_at"]
+    # Parsed for the hash (SQLite keeps text), and as stored for the page boundary.
+    occurred_at = sa.type_coerce(events.c.occurred_at, sa.DateTime(timezone=True))
+    query = sa.select(
+        *fields, occurred_at.label("occurred_at"), events.c.occurred_at.label("stored_at")
+    ).order_by(events.c.occurred_at, events.c.id)
+    key = sa.tuple_(events.c.occurred_at, events.c.id)
+    update = (
+        events.update()
+        .where(events.c.id == sa.bindparam("row_id"))
+        .values(hash=sa.bindparam("row_hash"))
+    )
+    previous: str | None = None
+    after: tuple[object, object] | None = None
+    while True:
+        page = query.limit(BACKFILL_BATCH)
+        if after is not None:
+            page = page.where(key > after)
+        rows = bind.execute(page).mappings().all()
+        if not rows:
+            return
+        hashes = []
+        for row in rows:
+            previous = link(previous, row)
+            hashes.append({"row_id": row["id"], "row_hash": previous})
+        bind.execute(update, hashes)
+        after = (rows[-1]["stored_at"], rows[-1]["id"])
 
 
 def downgrade() -> None:

@@ -941,7 +941,9 @@ function showAudit(show) {
 function loadAudit(fresh) {
   if (fresh) {
     state.audit.offset = 0;
-    state.audit.filters = { user_id: $('#audit-user').value.trim(), action: $('#audit-action').value.trim() };
+    state.audit.filters = {
+      user_id: $('#audit-user').value.trim(), action: $('#audit-action').value.trim(), outcome: $('#audit-outcome').value,
+    };
   }
   const query = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(state.audit.offset) });
   for (const [key, value] of Object.entries(state.audit.filters)) if (value) query.set(key, value);
@@ -959,16 +961,54 @@ function loadAudit(fresh) {
   });
 }
 
+// What each outcome reads as. A would-deny event was let through (shadow mode): it is
+// marked with a badge whose words, not only its colour, say so.
+const OUTCOMES = {
+  denied: { text: 'Denied' },
+  would_deny: { text: 'Would deny', badge: 'outcome-shadow', more: ' (allowed in shadow mode)' },
+  revoked: { text: 'Revoked', badge: 'outcome-revoked', more: ' (access ended by the identity provider)' },
+};
+
+function outcomeCell(outcome) {
+  const known = OUTCOMES[outcome] ?? { text: outcome ?? '—' };
+  const cell = el('td', { className: 'audit-outcome', dataset: { label: 'Outcome' } });
+  if (!known.badge) cell.textContent = known.text;
+  else cell.append(el('span', { className: `badge ${known.badge}`, text: known.text }),
+    el('span', { className: 'visually-hidden', text: known.more }));
+  return cell;
+}
+
 function auditRow(e) {
   const resource = e.resource_id ? `${e.resource_type} ${e.resource_id}` : e.resource_type;
-  return el('tr', { dataset: { action: e.action } },
+  return el('tr', { dataset: { action: e.action, outcome: e.outcome ?? '' } },
     // data-label names the column when a phone shows each event as a card.
     el('td', { dataset: { label: 'When' } }, el('time', { dateTime: e.occurred_at, text: formatTime(e.occurred_at) })),
     el('td', { text: e.user_email ?? e.user_id ?? '—', title: e.user_id ?? '', dataset: { label: 'User' } }),
-    el('td', { text: e.permission ?? 'none', dataset: { label: 'Level' } }),
+    el('td', { className: 'audit-level', text: e.permission ?? 'none', dataset: { label: 'Level' } }),
     el('td', { className: 'audit-action', text: e.action, dataset: { label: 'Action' } }),
+    outcomeCell(e.outcome),
     el('td', { text: resource ?? '', dataset: { label: 'Resource' } }),
     el('td', { className: 'audit-reason', text: e.reason ?? '', dataset: { label: 'Reason' } }));
+}
+
+/** Re-computes the trail's hash chain on the server and says what it found. */
+function verifyAudit() {
+  const button = $('#audit-verify');
+  const result = $('#audit-verify-result');
+  button.disabled = true;
+  result.dataset.kind = '';
+  result.textContent = 'Verifying the trail…';
+  return api('GET', '/api/chat/audit/verify').then((check) => {
+    const counted = `${check.events} event${check.events === 1 ? '' : 's'} checked`;
+    result.dataset.kind = check.ok ? 'ok' : 'error';
+    result.textContent = check.ok
+      ? `Trail intact: ${counted}.`
+      : `Trail broken: event ${check.first_bad_id} does not match its hash (edited, inserted, or the event after a deleted one); ${counted}.`;
+  }, (err) => {
+    if (err.status === 401) return showSignIn('Your sign-in has expired.');
+    result.dataset.kind = 'error';
+    result.textContent = `Could not verify the trail: ${errorText(err)}`;
+  }).finally(() => { button.disabled = false; });
 }
 
 // ---------------------------------------------------------------- wiring
@@ -1001,6 +1041,7 @@ function bindControls() {
   on('#audit-close', 'click', () => showAudit(false));
   on('#audit-filter', 'submit', submit(() => loadAudit(true)));
   on('#audit-more', 'click', () => loadAudit(false));
+  on('#audit-verify', 'click', verifyAudit);
   document.addEventListener('keydown', (event) => {
     if (event.key === 'Escape' && $('#session-settings').open) {
       $('#session-settings').open = false;
