@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatsvc.events.redis import RedisBroker
 from chatsvc.keys import BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
-from chatsvc.policy import Action
+from chatsvc.policy import Action, WouldDeny
 from chatsvc.realtime import ws
 from chatsvc.realtime.frames import ACCESS_REVOKED
 from chatsvc.realtime.hub import Connection, Hub
@@ -29,6 +29,11 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     def revoked(conn: Connection) -> None:
         ws.record_ws_denial(app, conn, Action.WS_REVOKED, ACCESS_REVOKED.reason)
 
+    def would_revoke(conn: Connection) -> None:
+        enforced = conn.principal.enforced or conn.principal
+        would = WouldDeny(enforced, Action.WS_REVOKED, ACCESS_REVOKED.reason)
+        ws.record_ws_would_deny(app, conn, would)
+
     app[HUB] = Hub(
         broker,
         app[METRICS],
@@ -38,6 +43,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.ws_reorder_wait,
         presence_interval=settings.presence_interval,
         replay_ring=settings.ws_replay_ring,
+        on_would_revoke=would_revoke,
     )
     watch: asyncio.Task[None] | None = None
     if isinstance(broker, RedisBroker):
