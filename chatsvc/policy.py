@@ -193,10 +193,11 @@ class ShadowNotes:
     """The would-deny of one request (or WebSocket frame): only the first is kept,
     since enforcement answers with the first check that fails and runs no other."""
 
-    __slots__ = ("first",)
+    __slots__ = ("first", "open")
 
     def __init__(self) -> None:
         self.first: WouldDeny | None = None
+        self.open = True  # False once its transport has read it
 
 
 # The checks run deep inside the use cases, and a would-deny must not fail the
@@ -214,12 +215,15 @@ def shadow_scope() -> Iterator[ShadowNotes]:
     try:
         yield notes
     finally:
+        notes.open = False
         _notes.reset(token)
 
 
 def _note(would: WouldDeny) -> None:
     notes = _notes.get()
-    if notes is None:  # a transport that opened no scope: a bug, never silent
+    # No scope, or a closed one (a timer or task started inside a request inherits
+    # its context): a check no transport will audit. A bug, and never silent.
+    if notes is None or not notes.open:
         log.error("event=would_deny_unscoped action=%s reason=%r", would.action, would.reason)
     elif notes.first is None:
         notes.first = would

@@ -10,6 +10,7 @@ of ``tests/test_access_rules.py`` is replayed here under both.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections import Counter
@@ -141,8 +142,13 @@ def test_a_note_without_a_scope_is_logged_not_lost(tmp_path, caplog):
     reader = shadowed.acting(principal_of(shadowed, "Onyx-Readers"))
     with caplog.at_level(logging.ERROR, logger="chatsvc.policy"):
         require_level(reader, Action.SESSION_CREATE)
+        with shadow_scope() as notes:
+            context = contextvars.copy_context()  # what a timer started here would run in
+        context.run(require_level, reader, Action.MESSAGE_SEND)
+    assert notes.first is None
     assert [r.getMessage() for r in caplog.records] == [
-        "event=would_deny_unscoped action=session.create reason='Requires write permission'"
+        "event=would_deny_unscoped action=session.create reason='Requires write permission'",
+        "event=would_deny_unscoped action=message.send reason='Requires write permission'",
     ]
 
 
