@@ -16,6 +16,7 @@ from chatsvc.events.setup import setup_events
 from chatsvc.http.forwarded import forwarded_middleware
 from chatsvc.http.identity import TOKEN_SOURCES, TokenSource, auth_middleware, setup_identity
 from chatsvc.http.problems import add_request_id_header, problem_middleware, request_context
+from chatsvc.http.shadow import shadow_middleware
 from chatsvc.keys import CLOCK, DRAINING, HTTP_CLIENT, METRICS, RATE_LIMITER, SETTINGS
 from chatsvc.metrics import Metrics
 from chatsvc.realtime.setup import setup_realtime
@@ -51,6 +52,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
             session_cookie_middleware(settings),
             problem_middleware,
             auth_middleware,
+            # Shadow mode only: each request acts at the off level, and what enforcement
+            # would have refused is audited (inside problem_middleware, which audits denials).
+            *([shadow_middleware] if settings.permission_mode == "shadow" else []),
             browser_guard,  # CSRF and Origin checks on the requests auth marked as cookie ones
         ],
         client_max_size=settings.max_body_bytes,

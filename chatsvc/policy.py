@@ -37,11 +37,20 @@ ws.revoked                read   as session.read (re-checked on a live socket)  
 ========================  =====  ===============================================  ==========================================
 
 A read-level collaborator gains nothing: read users do not take part in collaboration.
+
+Shadow mode: a principal may carry ``enforced``, the same caller at the level
+enforcement would give (:meth:`chatsvc.auth.groups.GroupMapping.acting`). Every
+check decides with the caller's own level, as always, and also with that one;
+where only enforcement refuses, the request goes on and the refusal is noted in
+the transport's :func:`shadow_scope`, which audits it as ``would_deny``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,7 +58,9 @@ from chatsvc.auth.principal import Level, Principal
 from chatsvc.errors import AccessDenied
 from chatsvc.store.access import ListScope, SessionFacts
 
-__all__ = ["RULES", "Action", "ListScope", "Rule", "SessionFacts"]
+__all__ = ["RULES", "Action", "ListScope", "Rule", "SessionFacts", "ShadowNotes", "WouldDeny"]
+
+log = logging.getLogger("chatsvc.policy")
 
 
 class Action(StrEnum):
@@ -171,37 +182,116 @@ def level_detail(level: Level) -> str:
     return f"Requires {level.label} permission"
 
 
+# --- shadow mode: what enforcement would have refused ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WouldDeny:
+    """A refusal enforcement would have given, which shadow mode let through."""
+
+    principal: Principal  # the caller as enforcement sees them
+    action: Action
+    reason: str  # the wording enforcement would have answered with
+
+
+class ShadowNotes:
+    """The would-deny of one request (or WebSocket frame): only the first is kept,
+    since enforcement answers with the first check that fails and runs no other."""
+
+    __slots__ = ("first", "open")
+
+    def __init__(self) -> None:
+        self.first: WouldDeny | None = None
+        self.open = True  # False once its transport has read it
+
+
+# The checks run deep inside the use cases, and a would-deny must not fail the
+# request; so, where a denial travels up as AccessDenied, a would-deny is noted
+# here, in the scope its transport opened (a context variable: one per task, so
+# concurrent requests never mix), and the transport audits it once it is done.
+_notes: ContextVar[ShadowNotes | None] = ContextVar("chatsvc_shadow_notes", default=None)
+
+
+@contextmanager
+def shadow_scope() -> Iterator[ShadowNotes]:
+    """Collect the would-deny of the checks made within (one request or frame)."""
+    notes = ShadowNotes()
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        notes.open = False
+        _notes.reset(token)
+
+
+def _note(would: WouldDeny) -> None:
+    notes = _notes.get()
+    # No scope, or a closed one (a timer or task started inside a request inherits
+    # its context): a check no transport will audit. A bug, and never silent.
+    if notes is None or not notes.open:
+        log.error("event=would_deny_unscoped action=%s reason=%r", would.action, would.reason)
+    elif notes.first is None:
+        notes.first = would
+
+
+def _decide(
+    principal: Principal, action: Action, refusal: Callable[[Principal], str | None]
+) -> None:
+    """Raise :class:`AccessDenied` where ``refusal`` refuses the caller; where it
+    refuses only the caller as enforcement sees them, note a would-deny."""
+    detail = refusal(principal)
+    if detail is not None:
+        raise AccessDenied(detail, action)
+    enforced = principal.enforced
+    if enforced is not None and (would := refusal(enforced)) is not None:
+        _note(WouldDeny(enforced, action, would))
+
+
+def _refusal(principal: Principal, rule: Rule, facts: SessionFacts | None) -> str | None:
+    """The wording that refuses ``principal`` (the level first, then the rule), or None.
+    Without facts only the level is checked."""
+    if not principal.at_least(rule.level):
+        return level_detail(rule.level)
+    if facts is not None and rule.allowed is not None and not rule.allowed(principal, facts):
+        return rule.detail
+    return None
+
+
+# --- the checks ----------------------------------------------------------------------
+
+
 def require_level(principal: Principal, action: Action) -> None:
     """The route-level check; raises :class:`AccessDenied` with ``Requires <level> permission``."""
-    needed = RULES[action].level
-    if not principal.at_least(needed):
-        raise AccessDenied(level_detail(needed), action)
-
-
-def _apply(principal: Principal, action: Action, rule: Rule, facts: SessionFacts) -> None:
-    if not principal.at_least(rule.level):
-        raise AccessDenied(level_detail(rule.level), action)
-    if rule.allowed is not None and not rule.allowed(principal, facts):
-        raise AccessDenied(rule.detail, action)
+    rule = RULES[action]
+    _decide(principal, action, lambda p: _refusal(p, rule, None))
 
 
 def check(principal: Principal, action: Action, facts: SessionFacts) -> None:
     """The action's level and rule; raise :class:`AccessDenied` with its wording."""
-    _apply(principal, action, RULES[action], facts)
+    rule = RULES[action]
+    _decide(principal, action, lambda p: _refusal(p, rule, facts))
 
 
 def check_message_type(principal: Principal, action: Action, message_type: str) -> None:
     """A ``system`` message needs an admin; its denial is audited as ``action`` (the send)."""
-    if message_type == "system" and not _admin(principal):
-        raise AccessDenied(SYSTEM_MESSAGE.detail, action)
+    if message_type == "system":
+        _decide(principal, action, lambda p: None if _admin(p) else SYSTEM_MESSAGE.detail)
 
 
 def allows(principal: Principal, action: Action, facts: SessionFacts) -> bool:
-    """Whether :func:`check` would pass: the level and the rule."""
-    rule = RULES[action]
-    return principal.at_least(rule.level) and (
-        rule.allowed is None or rule.allowed(principal, facts)
-    )
+    """Whether :func:`check` would pass: the level and the rule (at the caller's own
+    level: in shadow mode, what they can actually do). Notes nothing."""
+    return _refusal(principal, RULES[action], facts) is None
+
+
+def shadow_refusal(principal: Principal, action: Action, facts: SessionFacts) -> str | None:
+    """Shadow mode: the wording enforcement would refuse with where :func:`allows`
+    lets the caller through (for the checks that are not requests, such as the
+    re-check of a live socket); None otherwise. Notes nothing."""
+    enforced = principal.enforced
+    if enforced is None or not allows(principal, action, facts):
+        return None
+    return _refusal(enforced, RULES[action], facts)
 
 
 # What a client may do with a session, by the name it is shown under: each is

@@ -14,11 +14,23 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "CHATSVC_"
 DEFAULT_CONFIG_FILE = Path("config/chatsvc.toml")
 DEV_ISSUER = "urn:chatsvc:dev-issuer"
+
+
+PERMISSION_MODES = ("enforce", "shadow", "off")
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 
 
 class SettingsError(Exception):
@@ -80,7 +92,11 @@ class Settings(BaseModel):
     groups_read: tuple[str, ...] = ("Onyx-Readers",)
     groups_write: tuple[str, ...] = ("Onyx-Writers",)
     groups_admin: tuple[str, ...] = ("Onyx-Admins",)
-    enable_chat_permissions: bool = True
+    # enforce | shadow (act as off, audit what enforce would refuse) | off (everyone
+    # acts as write, nobody as admin). enable_chat_permissions is its older spelling.
+    permission_mode: Literal["enforce", "shadow", "off"] = "enforce"
+    enable_chat_permissions: bool = True  # false: permission_mode off
+    enforce_groups: tuple[str, ...] = ()  # shadow mode: their members are enforced (a canary)
     permission_cache_ttl: float = Field(60.0, ge=0)
     permission_cache_size: int = Field(50_000, ge=1)
     jwt_leeway: int = Field(60, ge=0, le=60)
@@ -153,6 +169,7 @@ class Settings(BaseModel):
         "groups_read",
         "groups_write",
         "groups_admin",
+        "enforce_groups",
         "allowed_origins",
         "trusted_proxies",
         mode="before",
@@ -176,6 +193,29 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _permission_flag_is_a_mode(cls, data: Any) -> Any:
+        # The older flag stays an alias: false is ``off``, true is ``enforce``. Given
+        # both, they must agree; which one wins would otherwise be a guess.
+        if not isinstance(data, dict) or "enable_chat_permissions" not in data:
+            return data
+        try:
+            enabled = _BOOL.validate_python(data["enable_chat_permissions"])
+        except ValidationError:
+            return data  # the field itself names the bad value
+        implied = "enforce" if enabled else "off"
+        given = data.get("permission_mode")
+        if given is None:
+            return {**data, "permission_mode": implied}
+        if given in PERMISSION_MODES and given != implied:
+            raise ValueError(
+                f"permission_mode: {given} disagrees with CHATSVC_ENABLE_CHAT_PERMISSIONS="
+                f"{str(enabled).lower()} (the older spelling of {implied}); "
+                "set only CHATSVC_PERMISSION_MODE"
+            )
+        return data
 
     @field_validator("okta_issuer", "logout_issuer")
     @classmethod

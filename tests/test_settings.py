@@ -61,6 +61,7 @@ def test_contract_defaults(config):
         ("Onyx-Admins",),
     )
     assert settings.enable_chat_permissions is True
+    assert (settings.permission_mode, settings.enforce_groups) == ("enforce", ())
     assert settings.permission_cache_ttl == 60
     assert settings.broker_url is None
     assert settings.auto_migrate is True
@@ -84,6 +85,70 @@ def test_chatsvc_config_names_the_file(tmp_path):
 )
 def test_boolean_from_the_environment(config, value, expected):
     assert config(ENABLE_CHAT_PERMISSIONS=value).enable_chat_permissions is expected
+
+
+# --- the permission mode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ("", {"PERMISSION_MODE": "shadow"}, "shadow"),
+        ('permission_mode = "off"', {}, "off"),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "false"}, "off"),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "0"}, "off"),
+        ("enable_chat_permissions = false", {}, "off"),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "true"}, "enforce"),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "false", "PERMISSION_MODE": "off"}, "off"),
+        ("enable_chat_permissions = true", {"PERMISSION_MODE": "enforce"}, "enforce"),
+    ],
+    ids=[
+        "shadow",
+        "off in the file",
+        "flag false",
+        "flag 0",
+        "flag false in the file",
+        "flag true",
+        "both off",
+        "both enforce",
+    ],
+)
+def test_the_permission_flag_is_an_alias_of_the_mode(config, toml, env, expected):
+    assert config(toml, **env).permission_mode == expected
+
+
+@pytest.mark.parametrize(
+    ("toml", "env"),
+    [
+        ("", {"ENABLE_CHAT_PERMISSIONS": "false", "PERMISSION_MODE": "shadow"}),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "false", "PERMISSION_MODE": "enforce"}),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "true", "PERMISSION_MODE": "off"}),
+        ("", {"ENABLE_CHAT_PERMISSIONS": "true", "PERMISSION_MODE": "shadow"}),
+        ("enable_chat_permissions = false", {"PERMISSION_MODE": "enforce"}),
+    ],
+    ids=["false, shadow", "false, enforce", "true, off", "true, shadow", "file false, env enforce"],
+)
+def test_a_flag_and_a_mode_that_disagree_stop_start_up(config, toml, env):
+    with pytest.raises(SettingsError) as caught:
+        config(toml, **env)
+    message = str(caught.value)
+    assert message.startswith("invalid setting CHATSVC_PERMISSION_MODE: ")
+    assert "CHATSVC_ENABLE_CHAT_PERMISSIONS" in message
+    assert "set only CHATSVC_PERMISSION_MODE" in message
+    assert "\n" not in message
+
+
+def test_the_canary_groups_are_comma_separated(config):
+    settings = config(PERMISSION_MODE="shadow", ENFORCE_GROUPS="Onyx-Admins, Pilot,,")
+    assert settings.enforce_groups == ("Onyx-Admins", "Pilot")
+    assert config('enforce_groups = ["Pilot"]').enforce_groups == ("Pilot",)
+
+
+def test_a_disagreement_stops_the_command_line_with_one_line(tmp_path):
+    result = run_cli(tmp_path, "migrate", PERMISSION_MODE="shadow", ENABLE_CHAT_PERMISSIONS="no")
+    assert result.returncode == 2
+    assert result.stderr.startswith("chatsvc: invalid setting CHATSVC_PERMISSION_MODE: shadow ")
+    assert result.stderr.count("\n") == 1
 
 
 # --- comma-separated group lists ------------------------------------------------------
@@ -154,6 +219,12 @@ BAD = {
         "",
         {"ENABLE_CHAT_PERMISSIONS": "maybe"},
         "CHATSVC_ENABLE_CHAT_PERMISSIONS",
+    ),
+    "unknown permission mode": ("", {"PERMISSION_MODE": "audit"}, "CHATSVC_PERMISSION_MODE"),
+    "unknown permission mode beside the flag": (
+        "",
+        {"PERMISSION_MODE": "Shadow", "ENABLE_CHAT_PERMISSIONS": "false"},
+        "CHATSVC_PERMISSION_MODE",
     ),
     "leeway over 60 s": ("", {"JWT_LEEWAY": "120"}, "CHATSVC_JWT_LEEWAY"),
     "negative cache ttl": ("", {"PERMISSION_CACHE_TTL": "-1"}, "CHATSVC_PERMISSION_CACHE_TTL"),

@@ -108,8 +108,11 @@ class UserOut(TypedDict):
 class MeOut(TypedDict):
     id: uuid.UUID
     email: str
+    # The level the caller acts at: in shadow mode (outside the canary groups) and
+    # with permissions off, ``write``.
     permission: Literal["read", "write", "admin"] | None
     groups: list[str]
+    permission_mode: Literal["enforce", "shadow", "off"]
 
 
 class AuditEventOut(TypedDict):

@@ -1,18 +1,21 @@
-"""Maps a token's groups claim to a permission level (the highest mapped group wins)."""
+"""Maps a token's groups claim to a permission level (the highest mapped group wins),
+and applies the permission mode (``enforce``, ``shadow`` or ``off``) to it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from chatsvc.auth.principal import Level
+from chatsvc.auth.principal import Level, Principal
 from chatsvc.settings import Settings
 
 
 class GroupMapping:
     def __init__(self, settings: Settings) -> None:
         self._claim = settings.okta_groups_claim
-        self._enabled = settings.enable_chat_permissions
+        self._mode = settings.permission_mode
+        self._canary = frozenset(settings.enforce_groups)
         self._by_group: dict[str, Level] = {}
         for level, groups in (
             (Level.READ, settings.groups_read),
@@ -40,5 +43,22 @@ class GroupMapping:
         return max(levels) if levels else None
 
     def effective(self, resolved: Level | None) -> Level | None:
-        """The level that applies: with the permission flag off, everyone acts as write."""
-        return resolved if self._enabled else Level.WRITE
+        """The level a token's principal is built with: with permissions off everyone
+        acts as write. In shadow mode it is still the real level, so that a principal
+        :meth:`acting` was not applied to is enforced (never more than it may)."""
+        return Level.WRITE if self._mode == "off" else resolved
+
+    def acting(self, principal: Principal) -> Principal:
+        """The caller as they act in this mode, applied to each request's principal.
+
+        In shadow mode a caller outside ``enforce_groups`` acts as with permissions
+        off (write), and carries the level enforcement would give in ``enforced``.
+        Idempotent; in the other modes, and for a canary member, the principal as is."""
+        if self._mode != "shadow" or principal.enforced is not None:
+            return principal
+        if self._canary.intersection(principal.groups):
+            return principal
+        real = self.resolve(principal.groups)
+        if real is Level.WRITE and principal.level is Level.WRITE:
+            return principal  # no decision differs
+        return replace(principal, level=Level.WRITE, enforced=replace(principal, level=real))

@@ -29,6 +29,10 @@ class Principal:
     groups: tuple[str, ...]
     expires_at: int  # the token's ``exp`` (epoch seconds)
     issued_at: int = 0  # its ``iat``: a revocation refuses tokens issued at or before it
+    # Shadow mode: ``level`` is the one the caller acts at (as with permissions off),
+    # and this is the same caller at the level enforcement would give; the policy
+    # checks both and reports where only this one is refused. None: no difference.
+    enforced: Principal | None = None
 
     @property
     def permission(self) -> str | None:

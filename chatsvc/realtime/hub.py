@@ -47,7 +47,7 @@ from chatsvc.events import (
 )
 from chatsvc.events.broker import Broker
 from chatsvc.metrics import Metrics
-from chatsvc.policy import Action, SessionFacts, allows, permissions
+from chatsvc.policy import Action, SessionFacts, allows, permissions, shadow_refusal
 from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import ACCESS_REVOKED, SESSION_DELETED, SHUTDOWN, TOO_SLOW, Disconnect
 
@@ -119,6 +119,9 @@ class Connection:
         # The room it is in (set by Hub.add): its coalesced broadcasts go out
         # before any frame of this member's own, so the order stays the same.
         self.room: Room | None = None
+        # Shadow mode: enforcement would have closed it already (at connect or on a
+        # re-check), and that was audited once; it is not audited again.
+        self.enforcement_closed = False
 
     def _flush_room(self) -> None:
         room = self.room
@@ -403,7 +406,9 @@ class Hub:
         replay_ring: int = 256,
         coalesce_frames: int = 32,
         coalesce_seconds: float = 0.01,
+        on_would_revoke: Revoked | None = None,
     ) -> None:
+        self._on_would_revoke = on_would_revoke
         self.coalesce_frames = coalesce_frames
         self.coalesce_seconds = coalesce_seconds
         self.reorder_wait = reorder_wait
@@ -722,6 +727,14 @@ class Hub:
             self._on_revoked(conn)
             conn.close(ACCESS_REVOKED)
             return
+        if (
+            not conn.enforcement_closed
+            and shadow_refusal(conn.principal, Action.WS_REVOKED, conn.facts) is not None
+        ):
+            # Shadow mode: enforcement would close it here; it stays open.
+            conn.enforcement_closed = True
+            if self._on_would_revoke is not None:
+                self._on_would_revoke(conn)
         now = conn.permissions
         if now != before or level_changed:
             conn.send_json(frames.permission_changed(conn.principal, conn.can_send, now))

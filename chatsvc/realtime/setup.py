@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chatsvc.auth.principal import Principal
 from chatsvc.events.redis import RedisBroker
 from chatsvc.keys import AUTHENTICATOR, BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
-from chatsvc.policy import Action
+from chatsvc.policy import Action, WouldDeny
 from chatsvc.realtime import ws
 from chatsvc.realtime.frames import ACCESS_REVOKED
 from chatsvc.realtime.hub import AccessHooks, Connection, Hub
@@ -34,14 +34,23 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         ws.record_ws_denial(app, conn, Action.WS_REVOKED, ACCESS_REVOKED.reason)
 
     def relevel(principal: Principal, group: str, added: bool) -> Principal:
-        groups = set(principal.groups)
+        """The socket's caller after the IdP added or removed ``group``, at the level
+        the changed groups give, as they act in this permission mode."""
+        real = principal.enforced or principal
+        groups = set(real.groups)
         if added:
             groups.add(group)
         else:
             groups.discard(group)
         mapping = app[AUTHENTICATOR].mapping
         ordered = tuple(sorted(groups))
-        return replace(principal, groups=ordered, level=mapping.effective(mapping.resolve(ordered)))
+        level = mapping.effective(mapping.resolve(ordered))
+        return mapping.acting(replace(real, groups=ordered, level=level, enforced=None))
+
+    def would_revoke(conn: Connection) -> None:
+        enforced = conn.principal.enforced or conn.principal
+        would = WouldDeny(enforced, Action.WS_REVOKED, ACCESS_REVOKED.reason)
+        ws.record_ws_would_deny(app, conn, would)
 
     app[HUB] = Hub(
         broker,
@@ -57,6 +66,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         presence_interval=settings.presence_interval,
         replay_ring=settings.ws_replay_ring,
+        on_would_revoke=would_revoke,
     )
     watch: asyncio.Task[None] | None = None
     if isinstance(broker, RedisBroker):

@@ -18,6 +18,7 @@ from aiohttp import WSMessage, WSMsgType, web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatsvc.auth.principal import Principal
 from chatsvc.errors import (
     AccessDenied,
     ChatError,
@@ -29,6 +30,7 @@ from chatsvc.errors import (
 )
 from chatsvc.http.forwarded import client_ip
 from chatsvc.http.identity import websocket_route
+from chatsvc.http.shadow import record_would_deny
 from chatsvc.keys import (
     AUDIT,
     AUTHENTICATOR,
@@ -40,7 +42,7 @@ from chatsvc.keys import (
     REQUEST_ID,
     SETTINGS,
 )
-from chatsvc.policy import Action, check, require_level
+from chatsvc.policy import Action, WouldDeny, check, require_level, shadow_scope
 from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import (
     ACCESS_DENIED,
@@ -68,6 +70,31 @@ def record_ws_denial(app: web.Application, conn: Connection, action: Action, rea
         request_id=conn.request_id,
         client_ip=conn.client_ip,
     )
+
+
+def record_ws_would_deny(
+    app: web.Application, conn: Connection, would: WouldDeny, reason: str | None = None
+) -> None:
+    """Shadow mode: what enforcement would have refused on this socket (``reason``:
+    its close reason, where enforcement would have closed it)."""
+    record_would_deny(
+        app[AUDIT],
+        would,
+        resource_id=str(conn.session_id),
+        request_id=conn.request_id,
+        client_ip=conn.client_ip,
+        reason=reason,
+    )
+
+
+def _has_a_level(principal: Principal) -> bool:
+    """The route level (read: any level at all), through the policy so that in
+    shadow mode a caller without one is noted as enforcement would refuse them."""
+    try:
+        require_level(principal, Action.WS_CONNECT)
+    except AccessDenied:
+        return False
+    return True
 
 
 def _since_seq(request: web.Request) -> int | str | None:
@@ -102,42 +129,55 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     live: LiveRoom | None = None
     snapshot: tuple[uuid.UUID, bool, set[uuid.UUID]] | None = None
     last_seq = 0
-    if principal is None:
-        refusal = (AUTH_REQUIRED, None)
-    elif principal.level is None:
-        refusal = (ACCESS_DENIED, Action.WS_CONNECT)
-    elif since == "invalid":
-        refusal = (INVALID_SINCE, None)
-    else:
-        try:
-            session_id = uuid.UUID(request.match_info["session_id"])
-        except ValueError:
-            refusal = (SESSION_NOT_FOUND, None)
+    with shadow_scope() as shadow:
+        if principal is None:
+            refusal = (AUTH_REQUIRED, None)
+        elif not _has_a_level(principal):
+            refusal = (ACCESS_DENIED, Action.WS_CONNECT)
+        elif since == "invalid":
+            refusal = (INVALID_SINCE, None)
         else:
-            # A room with live members here knows its facts (kept current by
-            # events): no query. Otherwise read them, and the whole access
-            # snapshot for the room this connect opens.
-            live = hub.live_room(session_id, principal.user_id)
-            if live is not None:
-                facts, last_seq = live.facts, live.last_seq
+            try:
+                session_id = uuid.UUID(request.match_info["session_id"])
+            except ValueError:
+                refusal = (SESSION_NOT_FOUND, None)
             else:
-                try:
-                    async with app[DB_SESSIONS]() as db:
-                        session, facts = await sessions.load_session(
-                            db, session_id, principal.user_id
-                        )
-                        snapshot = await sessions.access_snapshot(db, session_id)
-                    if snapshot is None:
-                        raise NotFound("gone")
-                    last_seq = session["last_seq"]
-                except NotFound:
-                    refusal = (SESSION_NOT_FOUND, None)
-            if refusal is None:
-                try:
-                    check(principal, Action.WS_CONNECT, facts)
-                except AccessDenied:
-                    refusal = (ACCESS_DENIED, Action.WS_CONNECT)
+                # A room with live members here knows its facts (kept current by
+                # events): no query. Otherwise read them, and the whole access
+                # snapshot for the room this connect opens.
+                live = hub.live_room(session_id, principal.user_id)
+                if live is not None:
+                    facts, last_seq = live.facts, live.last_seq
+                else:
+                    try:
+                        async with app[DB_SESSIONS]() as db:
+                            session, facts = await sessions.load_session(
+                                db, session_id, principal.user_id
+                            )
+                            snapshot = await sessions.access_snapshot(db, session_id)
+                        if snapshot is None:
+                            raise NotFound("gone")
+                        last_seq = session["last_seq"]
+                    except NotFound:
+                        refusal = (SESSION_NOT_FOUND, None)
+                if refusal is None:
+                    try:
+                        check(principal, Action.WS_CONNECT, facts)
+                    except AccessDenied:
+                        refusal = (ACCESS_DENIED, Action.WS_CONNECT)
     await ws.prepare(request)
+    # Shadow mode: enforcement would have closed it with "Access denied" (and
+    # audited that) before any other answer; a denial here is audited as itself.
+    would = shadow.first if refusal is None or refusal[1] is None else None
+    if would is not None:
+        record_would_deny(
+            app[AUDIT],
+            would,
+            resource_id=request.match_info["session_id"],
+            request_id=request.get(REQUEST_ID),
+            client_ip=client_ip(request),
+            reason=ACCESS_DENIED.reason,
+        )
     if refusal is not None:
         why, action = refusal
         if action is not None:
@@ -175,6 +215,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         settings.ws_close_timeout,
     )
     conn.browser_session = request.get(BROWSER_SESSION_ID)
+    conn.enforcement_closed = would is not None  # its would-deny is recorded above
     conn.log.info("event=ws_open session_id=%s user_id=%s", session_id, principal.user_id)
     conn.hold_live_frames()
     opens_room = hub.room_size(session_id) == 0
@@ -303,21 +344,28 @@ async def handle_frame(app: web.Application, conn: Connection, frame: dict[str, 
         conn.send_json(frames.error("UNKNOWN_TYPE", "Unknown or missing frame type"))
         return
     action, handler = entry
-    try:
-        await handler(app, conn, frame)
-    except AccessDenied as exc:
-        record_ws_denial(app, conn, exc.action or action, exc.detail)
-        conn.send_json(frames.error("PERMISSION_DENIED", exc.detail))
-    except ValidationFailed as exc:
-        conn.send_json(frames.error("INVALID_CONTENT", exc.detail))
-    except RateLimited as exc:
-        text = f"{exc.detail}; retry after {exc.retry_after} s"
-        conn.send_json(frames.error("RATE_LIMITED", text))
-    except Unauthenticated as exc:
-        conn.send_json(frames.error("INVALID_TOKEN", exc.detail))
-    except (ChatError, Exception) as exc:  # database down, session deleted meanwhile, ...
-        conn.log.warning("event=ws_send_failed error=%s", type(exc).__name__)
-        conn.send_json(frames.error("SEND_FAILED", "The message could not be stored"))
+    denied = False
+    with shadow_scope() as shadow:
+        try:
+            await handler(app, conn, frame)
+        except AccessDenied as exc:
+            denied = True
+            record_ws_denial(app, conn, exc.action or action, exc.detail)
+            conn.send_json(frames.error("PERMISSION_DENIED", exc.detail))
+        except ValidationFailed as exc:
+            conn.send_json(frames.error("INVALID_CONTENT", exc.detail))
+        except RateLimited as exc:
+            text = f"{exc.detail}; retry after {exc.retry_after} s"
+            conn.send_json(frames.error("RATE_LIMITED", text))
+        except Unauthenticated as exc:
+            conn.send_json(frames.error("INVALID_TOKEN", exc.detail))
+        except (ChatError, Exception) as exc:  # database down, session deleted meanwhile, ...
+            conn.log.warning("event=ws_send_failed error=%s", type(exc).__name__)
+            conn.send_json(frames.error("SEND_FAILED", "The message could not be stored"))
+    # Shadow mode: the frame went on (or failed otherwise) where enforcement would
+    # have answered PERMISSION_DENIED first. A denial is audited as itself, alone.
+    if shadow.first is not None and not denied:
+        record_ws_would_deny(app, conn, shadow.first)
 
 
 async def on_message(app: web.Application, conn: Connection, frame: dict[str, Any]) -> None:
@@ -348,8 +396,9 @@ async def on_auth(app: web.Application, conn: Connection, frame: dict[str, Any])
     token = frame.get("access_token")
     if not isinstance(token, str) or not token:
         raise Unauthenticated("access_token is required")
+    authenticator = app[AUTHENTICATOR]
     try:
-        renewed = await app[AUTHENTICATOR].authenticate(token)
+        renewed = authenticator.mapping.acting(await authenticator.authenticate(token))
     except ServiceUnavailable as exc:  # keys or database: the old token stands
         raise Unauthenticated(exc.detail) from None
     old = conn.principal
