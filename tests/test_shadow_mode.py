@@ -187,6 +187,7 @@ AUDITED_AS = {
     "add collaborator": ("collaborator.add", "collaborator.add"),
     "remove collaborator": ("collaborator.remove", "collaborator.remove"),
     "read audit": ("audit.read", "audit.read"),
+    "list users": ("user.list", "user.list"),
 }
 CANARIES = {
     "no canary": (),
@@ -206,7 +207,7 @@ def audited_action(action_name: str, cell: str) -> str:
 
 
 def resource_of(action_name: str, world: rules.World) -> str | None:
-    if action_name == "read audit":
+    if action_name in ("read audit", "list users"):
         return None
     if action_name in ("update a message", "delete a message"):
         return world.message_id
