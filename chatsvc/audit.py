@@ -13,9 +13,9 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,6 +55,39 @@ class AuditRecord:
     outcome: Outcome = "denied"
     id: uuid.UUID = field(default_factory=new_id)
     occurred_at: datetime = field(default_factory=utcnow)
+
+
+# The widths of the text columns of ``audit_events``.
+_WIDTHS = {
+    "user_email": 320,
+    "permission": 16,
+    "action": 64,
+    "resource_type": 32,
+    "resource_id": 64,
+    "request_id": 64,
+    "client_ip": 64,
+}
+
+
+def _fit(value: str | None, width: int | None) -> str | None:
+    if value is None:
+        return None
+    # A path segment can hold anything: a lone surrogate would make the insert fail.
+    text = value.encode("utf-8", "replace").decode("utf-8")
+    return text[:width] if width is not None else text
+
+
+def _storable(event: AuditRecord) -> AuditRecord:
+    """The event as the table can hold it: a resource id from a hostile path (longer
+    than its column, or not valid Unicode) must not make its whole batch fail to
+    store, again and again, while the writer retries it."""
+    changes: dict[str, Any] = {}
+    for name in (*_WIDTHS, "reason"):
+        value = getattr(event, name)
+        fitted = _fit(value, _WIDTHS.get(name))
+        if fitted != value:
+            changes[name] = fitted
+    return replace(event, **changes) if changes else event
 
 
 class AuditWriter:
@@ -134,6 +167,7 @@ class AuditWriter:
         return self._queue.qsize()
 
     def record(self, event: AuditRecord) -> None:
+        event = _storable(event)
         log.warning(
             "event=%s action=%s user_id=%s permission=%s resource_type=%s "
             "resource_id=%s reason=%r request_id=%s client_ip=%s",

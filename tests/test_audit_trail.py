@@ -248,3 +248,25 @@ async def test_shutdown_during_a_flush_loses_and_duplicates_nothing(
     request_ids = [await deny(client, other_writer, "GET", path) for _ in range(40)]
     await client.close()
     assert sorted(await stored_request_ids(database_url)) == sorted(request_ids)
+
+
+async def test_a_denial_on_a_hostile_path_is_stored_with_the_rest_of_its_batch(
+    client, reader, writer, admin
+):
+    """A resource id longer than its column (or not valid Unicode) is stored cut to
+    fit: it must not make its batch fail, and be retried, for ever."""
+    session = await create_session(client, writer)
+    long_id = "x" * 300
+    for path in (
+        f"/api/chat/messages/{long_id}",
+        "/api/chat/messages/%ED%A0%80abc",  # a lone surrogate, percent-encoded
+    ):
+        resp = await client.delete(path, headers=reader.headers)
+        assert resp.status == 403, await resp.text()
+    resp = await client.delete(f"/api/chat/sessions/{session['id']}", headers=reader.headers)
+    assert resp.status == 403
+    events = await audit_events(client, admin, "action=message.delete")
+    assert len(events) == 2
+    assert {len(e["resource_id"]) for e in events} <= set(range(65))
+    assert long_id[:64] in {e["resource_id"] for e in events}
+    assert len(await audit_events(client, admin, "action=session.delete")) == 1
