@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
 
-from chatsvc.keys import AUTHENTICATOR
+from chatsvc.keys import AUTHENTICATOR, DB_SESSIONS
+from chatsvc.store.models import BrowserSession, Revocation
+from chatsvc.web.cookie import digest
 from tests.conftest import Caller, MakeClient, create_session, sign_in
 from tests.fake_okta import FakeOkta
-from tests.test_browser_auth import CLIENT_ID, browser_sign_in
+from tests.test_browser_auth import CLIENT_ID, browser_sign_in, grants, page_csrf
 from tests.test_browser_sessions import cookie_of
 from tests.ws_helpers import connect, expect_close, next_frame, ping_pong
 
@@ -243,11 +248,6 @@ async def test_expired_revocations_are_purged(
     await asyncio.sleep(1.1)
     later = await web(make_client)  # loads what is in force: nothing, and purges the row
     assert len(later.app[AUTHENTICATOR].revocations) == 0
-    from sqlalchemy import func, select
-
-    from chatsvc.keys import DB_SESSIONS
-    from chatsvc.store.models import Revocation
-
     async with later.app[DB_SESSIONS]() as db:
         assert await db.scalar(select(func.count()).select_from(Revocation)) == 0
 
@@ -265,12 +265,6 @@ async def _two_browsers(make_client: MakeClient, okta: FakeOkta) -> tuple[TestCl
 
 
 async def _sid_of(client: TestClient) -> str:
-    from sqlalchemy import select
-
-    from chatsvc.keys import DB_SESSIONS
-    from chatsvc.store.models import BrowserSession
-    from chatsvc.web.cookie import digest
-
     async with client.app[DB_SESSIONS]() as db:
         sid = await db.scalar(
             select(BrowserSession.sid).where(BrowserSession.id == digest(cookie_of(client)))
@@ -356,8 +350,6 @@ def hook_delivery(event_type: str, user: str, group: str | None = None) -> dict[
 
 
 def _now_iso() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -530,8 +522,6 @@ async def test_a_cached_token_is_checked_against_the_revocations_on_every_reques
 ) -> None:
     writer = caller(ALICE, "write")
     me = await sign_in(client, writer)  # now cached
-    import uuid
-
     # A revocation that reached this process without its cache being cleared
     # (the check itself, not the cache drop, refuses the token).
     client.app[AUTHENTICATOR].revocations.apply(uuid.UUID(me["id"]), time.time(), time.time() + 60)
@@ -542,8 +532,6 @@ async def test_a_cached_token_is_checked_against_the_revocations_on_every_reques
 async def test_after_a_group_change_the_page_gets_a_token_with_the_new_groups(
     make_client: MakeClient, okta: FakeOkta
 ) -> None:
-    from tests.test_browser_auth import grants, page_csrf
-
     client = await web(make_client)
     await browser_sign_in(client, okta, ALICE, ("Onyx-Writers", "Onyx-Readers"))
     csrf = {"X-CSRF-Token": await page_csrf(client)}
