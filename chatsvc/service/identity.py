@@ -3,6 +3,8 @@ record the user, cache the result. REST and WebSocket both come through here."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import uuid
 from collections import OrderedDict
@@ -40,6 +42,67 @@ def idp_user_id(claims: dict[str, Any]) -> str:
     return uid if isinstance(uid, str) and uid else str(claims["sub"])
 
 
+class Sightings:
+    """Records users as their tokens describe them, the first requests of many users
+    at once in one transaction (group commit).
+
+    Each cache miss must know its user's id before it answers; written one by one,
+    1,000 users connecting at once queue 1,000 transactions on the database (on
+    SQLite, on its one connection). Here a request joins the batch being collected
+    while the previous one is written, so the number of transactions follows the
+    database's pace, not the number of users. A database failure fails the requests
+    of that batch only (each answers 503); the next batch starts afresh."""
+
+    MAX_BATCH = 200
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._waiting: dict[tuple[str, str], tuple[users.Sighting, asyncio.Future[Any]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, sighting: users.Sighting) -> tuple[uuid.UUID, str]:
+        key = (sighting.issuer, sighting.subject)
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            future = waiting[1]  # the same user twice in one batch: one write, the last word
+            self._waiting[key] = (sighting, future)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            # Retrieved even when every request waiting on it has gone away.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._waiting[key] = (sighting, future)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="user-sightings")
+        # A request that goes away does not cancel the others' write.
+        result: tuple[uuid.UUID, str] = await asyncio.shield(future)
+        return result
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                keys = list(itertools.islice(self._waiting, self.MAX_BATCH))
+                batch = {key: self._waiting.pop(key) for key in keys}
+                try:
+                    async with self._sessions() as session:
+                        found = await users.ensure_users(
+                            session, [sighting for sighting, _ in batch.values()]
+                        )
+                except Exception as exc:
+                    for _, future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled at shutdown
+                    for _, future in batch.values():
+                        future.cancel()
+                    raise
+                for key, (_, future) in batch.items():
+                    if not future.done():
+                        future.set_result(found[key])
+        finally:
+            self._writer = None
+
+
 class Authenticator:
     def __init__(
         self,
@@ -57,6 +120,7 @@ class Authenticator:
         self._sessions = sessions
         self._metrics = metrics
         self._profiles: OrderedDict[bytes, Profile] = OrderedDict()
+        self._sightings = Sightings(sessions)
 
     def note_profile(self, token: str, profile: Profile) -> None:
         """Browser sign-in: the profile that goes with this access token (bounded, newest kept)."""
@@ -91,17 +155,16 @@ class Authenticator:
         email = claims.get("email")
         if not isinstance(email, str) or not email:
             email = profile.email if profile is not None else None
+        sighting = users.Sighting(
+            claims["iss"],
+            claims["sub"],
+            email,
+            resolved.label if resolved is not None else None,
+            list(groups),
+            idp_user_id(claims),
+        )
         try:
-            async with self._sessions() as session:
-                user_id, email = await users.ensure_user(
-                    session,
-                    claims["iss"],
-                    claims["sub"],
-                    email,
-                    resolved.label if resolved is not None else None,
-                    list(groups),
-                    idp_user_id(claims),
-                )
+            user_id, email = await self._sightings.record(sighting)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("event=db_unavailable where=authenticate error=%s", type(exc).__name__)
             raise ServiceUnavailable("Database unavailable") from None
