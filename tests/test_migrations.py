@@ -201,3 +201,19 @@ def test_run_py_migrate_creates_the_default_database(tmp_path):
         version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert names - {"alembic_version"} == APP_TABLES
     assert version == [(HEAD,)]
+
+
+def test_the_chain_migration_hashes_and_locks_as_chatsvc_does():
+    """Revision 0003 keeps its own frozen copy of the chain; today's code agrees with it."""
+    import importlib.util
+
+    from chatsvc.store import audit, chain
+
+    path = REPO / "migrations" / "versions" / "0003_revocations_audit_outcome.py"
+    spec = importlib.util.spec_from_file_location("revision_0003", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    assert revision.CHAIN_LOCK_KEY == audit.CHAIN_LOCK_KEY
+    assert revision.CHAINED_FIELDS == chain.CHAINED_FIELDS
+    assert revision.GENESIS == chain.GENESIS

@@ -4,13 +4,15 @@ Revision ID: 0003
 Revises: 0002
 """
 
+import hashlib
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
+import rfc8785
 import sqlalchemy as sa
 from alembic import op
-
-from chatsvc.store.audit import CHAIN_LOCK_KEY
-from chatsvc.store.chain import CHAINED_FIELDS, link
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -61,11 +63,46 @@ def upgrade() -> None:
 
 BACKFILL_BATCH = 1000
 
+# The chain as this revision defines it, frozen here (a migration must not change
+# when the code does): chatsvc.store.chain computes the same for these fields.
+CHAIN_LOCK_KEY = int.from_bytes(b"audit-ch", "big") >> 1  # chatsvc.store.audit's
+GENESIS = "0" * 64
+CHAINED_FIELDS = (
+    "id",
+    "occurred_at",
+    "user_id",
+    "user_email",
+    "permission",
+    "action",
+    "resource_type",
+    "resource_id",
+    "reason",
+    "request_id",
+    "client_ip",
+    "outcome",
+)
+
+
+def _id(value: Any) -> str | None:
+    return None if value is None else str(uuid.UUID(str(value)))
+
+
+def link(previous: str | None, row: Any) -> str:
+    document = {name: row[name] for name in CHAINED_FIELDS}
+    document["id"] = _id(row["id"])
+    document["user_id"] = _id(row["user_id"])
+    occurred: datetime = row["occurred_at"]
+    aware = occurred.replace(tzinfo=UTC) if occurred.tzinfo is None else occurred.astimezone(UTC)
+    document["occurred_at"] = aware.isoformat(timespec="microseconds")
+    digest = hashlib.sha256((previous or GENESIS).encode())
+    digest.update(rfc8785.dumps(document))
+    return digest.hexdigest()
+
 
 def _chain_existing_events() -> None:
     """Hash the events stored before the chain existed, in its order (``occurred_at,
-    id``), so that an upgraded trail checks out. The hashing is chatsvc's own
-    (``chatsvc.store.chain``): what this writes is what the check re-computes.
+    id``), so that an upgraded trail checks out: what this writes is what
+    ``chatsvc.store.chain`` re-computes (a test upgrades old rows and verifies).
 
     Keyset pages keep memory bounded; the page boundary is compared as stored
     (untyped columns), so SQLite text timestamps in any form are neither skipped
