@@ -31,6 +31,15 @@ async def current_tokens(request: web.Request) -> Tokens | None:
     # A group change at the IdP revoked this token: refresh it into one with the new groups.
     cutoff = request.app[AUTHENTICATOR].revocations.cutoff(row.user_id) if row.user_id else None
     revoked = cutoff is not None and row.tokens.issued_at <= cutoff
+    if revoked and (
+        request.app.get(OIDC) is None
+        or row.tokens.refresh_token is None
+        or row.tokens.groups is not None  # groups from the ID token or userinfo
+    ):
+        # No way to renew into a token that carries the new groups: sign in again.
+        await storage_of(request).end(request, row)
+        request.pop(BROWSER_ROW, None)
+        return None
     if request.app.get(OIDC) is not None and (
         revoked or needs_refresh(request.app[SETTINGS], row.tokens, now)
     ):
