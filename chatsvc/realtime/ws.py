@@ -46,6 +46,7 @@ from chatsvc.policy import Action, WouldDeny, check, require_level, shadow_scope
 from chatsvc.realtime import frames, wire
 from chatsvc.realtime.frames import (
     ACCESS_DENIED,
+    ACCESS_REVOKED,
     AUTH_REQUIRED,
     INVALID_SINCE,
     ROOM_FULL,
@@ -199,6 +200,10 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         busy = ROOM_FULL
     elif hub.user_connections(principal.user_id) >= settings.ws_max_per_user:
         busy = USER_BUSY
+    elif app[AUTHENTICATOR].revocations.covers(principal):
+        # Revoked while this connect waited (the database, the upgrade): the hub
+        # had no socket of it to close. No await from here to hub.add below.
+        busy = ACCESS_REVOKED
     if busy is not None:
         await ws.close(code=busy.code, message=busy.reason.encode())
         app[METRICS].ws_closes.labels(str(busy.code)).inc()
