@@ -546,3 +546,80 @@ async def test_after_a_group_change_the_page_gets_a_token_with_the_new_groups(
     status, me = await me_status(client, after["access_token"])
     assert status == 200 and me["permission"] == "read"
     assert (await client.get("/api/me")).status == 200  # the cookie lives on
+
+
+async def test_a_retry_after_a_failed_revocation_is_not_a_replay(
+    client: TestClient, okta: FakeOkta, caller: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from chatsvc.store import revocations as revocation_store
+
+    writer = caller(ALICE, "write")
+    await sign_in(client, writer)
+    stored = revocation_store.add
+
+    async def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("database is gone"))
+
+    monkeypatch.setattr(revocation_store, "add", database_gone)
+    token = okta.logout_request(audience(client))
+    alice = {"format": "email", "email": ALICE}
+    resp = await universal_logout(client, okta, alice, token)
+    assert resp.status == 422, await resp.text()
+    assert (await me_status(client, writer.token))[0] == 200  # nothing was revoked
+    monkeypatch.setattr(revocation_store, "add", stored)
+    assert (await universal_logout(client, okta, alice, token)).status == 204  # the IdP's retry
+    assert (await me_status(client, writer.token))[0] == 401
+
+
+async def test_a_hook_event_delivered_twice_is_audited_once(
+    make_client: MakeClient, caller: Any, admin: Caller
+) -> None:
+    client = await web(make_client)
+    writer = caller(ALICE, "write")
+    await sign_in(client, writer)
+    body = hook_delivery("user.lifecycle.suspend", ALICE)
+    assert (await post_hook(client, body)).status == 200
+    assert (await post_hook(client, body)).status == 200  # Okta delivers at least once
+    assert len(await revoked_events(client, admin)) == 1
+
+
+async def test_a_group_change_ends_a_browser_session_that_cannot_renew(
+    make_client: MakeClient,
+) -> None:
+    import re
+
+    client = await make_client(okta_issuer=None, okta_event_hook_secret=SECRET)
+    form = await client.get("/auth/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', await form.text())
+    assert csrf is not None
+    data = [("email", ALICE), ("groups", "Onyx-Writers"), ("csrf_token", csrf.group(1))]
+    assert (await client.post("/auth/login", data=data, allow_redirects=False)).status == 303
+    assert (await client.get("/api/me")).status == 200
+    body = hook_delivery("group.user_membership.remove", ALICE, "Onyx-Writers")
+    assert (await post_hook(client, body)).status == 200
+    # The development sign-in has no refresh token: the session ends, it does not fail.
+    assert (await client.get("/api/me")).status == 401
+    async with client.app[DB_SESSIONS]() as db:
+        assert await db.scalar(select(func.count()).select_from(BrowserSession)) <= 1  # a visitor's
+
+
+async def test_a_revocation_this_process_missed_closes_its_sockets_at_the_next_reload(
+    client: TestClient, caller: Any
+) -> None:
+    from chatsvc.keys import REVOKER
+    from chatsvc.store import revocations as revocation_store
+
+    writer = caller(ALICE, "write")
+    session = await create_session(client, writer)
+    ws, connected = await connect(client, writer, session["id"])
+    now = datetime.now(UTC)
+    async with client.app[DB_SESSIONS]() as db:  # what another process stored
+        await revocation_store.add(
+            db, [uuid.UUID(connected["user_id"])], now, now.replace(year=now.year + 1), "x", now
+        )
+        await db.commit()
+    await ping_pong(ws)  # no event reached this process
+    assert await client.app[REVOKER].reload()
+    await expect_close(ws, POLICY, "Access revoked", within=1.0)

@@ -13,9 +13,7 @@ from chatsvc.store.models import OAuthPermission, User
 from tests.conftest import GROUPS
 
 
-async def test_many_new_users_at_once_are_recorded_in_few_transactions(
-    client, okta, count_queries
-):
+async def test_many_new_users_at_once_are_recorded_in_few_transactions(client, okta, count_queries):
     counter = count_queries(client)
     tokens = [okta.token(f"new{i}@example.com", GROUPS["write"]) for i in range(100)]
     responses = await asyncio.gather(

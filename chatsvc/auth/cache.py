@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 
 from cachetools import TLRUCache
 
@@ -29,17 +28,6 @@ class PermissionCache:
 
     def get(self, token: str) -> Principal | None:
         return self._cache.get(token_key(token))
-
-    def drop_user(self, user_id: uuid.UUID) -> int:
-        """Forget every cached principal of one user (their access changed at the IdP).
-
-        The cache is keyed by token digest only, so this walks it: revocations are
-        rare and the walk is bounded by ``maxsize``, while an index by user would
-        cost every cached request a second structure to keep in step."""
-        mine = [key for key, principal in self._cache.items() if principal.user_id == user_id]
-        for key in mine:
-            self._cache.pop(key, None)
-        return len(mine)
 
     def put(self, token: str, principal: Principal) -> None:
         if self._ttl > 0:

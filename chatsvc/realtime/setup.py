@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatsvc.auth.principal import Principal
 from chatsvc.events.redis import RedisBroker
-from chatsvc.keys import AUTHENTICATOR, BROKER, DB_SESSIONS, HUB, METRICS, SETTINGS
+from chatsvc.keys import AUTHENTICATOR, BROKER, DB_SESSIONS, HUB, METRICS, REVOKER, SETTINGS
 from chatsvc.policy import Action, WouldDeny
 from chatsvc.realtime import ws
 from chatsvc.realtime.frames import ACCESS_REVOKED
@@ -68,6 +68,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         replay_ring=settings.ws_replay_ring,
         on_would_revoke=would_revoke,
     )
+    # Revocations this process missed, found by the periodic reload, reach its sockets.
+    app[REVOKER].deliver_locally = app[HUB].on_event
     watch: asyncio.Task[None] | None = None
     if isinstance(broker, RedisBroker):
         resync = RoomResync(app, broker)

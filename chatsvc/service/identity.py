@@ -188,7 +188,3 @@ class Authenticator:
             log.info("event=token_rejected reason=revoked user_id=%s", principal.user_id)
             raise Unauthenticated("Token revoked", invalid_token=True)
         return principal
-
-    def forget_user(self, user_id: uuid.UUID) -> None:
-        """The IdP changed this user's access: their cached principals go."""
-        self.cache.drop_user(user_id)

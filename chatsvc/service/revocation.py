@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatsvc.audit import AuditWriter
 from chatsvc.auth.revocations import RevocationList
 from chatsvc.errors import ChatError
-from chatsvc.events import BrowserSessionsEnded, UserRevoked
+from chatsvc.events import BrowserSessionsEnded, Event, UserRevoked
 from chatsvc.events.broker import Broker
 from chatsvc.keys import (
     AUDIT,
@@ -88,6 +88,8 @@ class Revoker:
         self._metrics = metrics
         self._settings = settings
         self._clock = clock
+        # Set by the realtime hub: how an event reaches this process's sockets only.
+        self.deliver_locally: Callable[[Event], None] | None = None
 
     # --- who -------------------------------------------------------------------
     async def users_by_email(self, email: str) -> list[NamedUser]:
@@ -100,9 +102,20 @@ class Revoker:
             return await store.users_by_subject(db, (self._settings.issuer,), sub)
 
     async def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """Record a logout token's ``jti``; False for a replay (in any process)."""
+        """Record a logout token's ``jti``; False for a replay (in any process). Kept
+        while the token is acceptable: its ``exp`` plus the validator's leeway."""
+        kept_until = expires_at + self._settings.jwt_leeway
         async with self._sessions() as db:
-            return await store.first_use(db, token_id(issuer, jti), _at(expires_at))
+            return await store.first_use(db, token_id(issuer, jti), _at(kept_until))
+
+    async def forget_use(self, issuer: str, jti: str) -> None:
+        """What the token asked for could not be done: the IdP's retry with it is no
+        replay. Best effort (the database may be what failed)."""
+        try:
+            async with self._sessions() as db:
+                await store.forget_use(db, token_id(issuer, jti))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("event=token_id_not_released error=%s", type(exc).__name__)
 
     # --- what ------------------------------------------------------------------
     async def revoke(
@@ -126,24 +139,32 @@ class Revoker:
         ids = [user.id for user in users]
         try:
             async with self._sessions() as db:
-                await store.add(db, ids, _at(cutoff), _at(until), reason[:64], _at(now))
-                ended = (
-                    [] if group is not None else await store.end_browser_sessions(db, user_ids=ids)
+                fresh = set(
+                    await store.add(db, ids, _at(cutoff), _at(until), reason[:64], _at(now))
                 )
+                ended = (
+                    []
+                    if group is not None
+                    else await store.end_browser_sessions(db, user_ids=ids, commit=False)
+                )
+                await db.commit()  # the records and the ended sessions, or neither
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "event=revocation_failed source=%s error=%s", origin.source, type(exc).__name__
             )
             raise NotCarriedOut("The revocation could not be stored; try again") from None
+        # Published to every process even when already recorded (a retried notice
+        # may follow a lost event), audited once per user and cut-off.
         for user in users:
             self._broker.publish(UserRevoked(user.id, cutoff, until, group, added))
-            self._audit.revoked(
-                user.id,
-                user.email,
-                reason,
-                request_id=origin.request_id,
-                client_ip=origin.client_ip,
-            )
+            if user.id in fresh:
+                self._audit.revoked(
+                    user.id,
+                    user.email,
+                    reason,
+                    request_id=origin.request_id,
+                    client_ip=origin.client_ip,
+                )
         if ended:
             self._broker.publish(BrowserSessionsEnded(tuple(s.id for s in ended)))
         self._metrics.revocations.labels(origin.source).inc(len(users))
@@ -187,21 +208,34 @@ class Revoker:
             log.warning("event=revocations_reload_failed error=%s", type(exc).__name__)
             return False
         for row in rows:
-            self._revocations.apply(row.user_id, row.cutoff.timestamp(), row.expires_at.timestamp())
+            cutoff, until = row.cutoff.timestamp(), row.expires_at.timestamp()
+            known = self._revocations.cutoff(row.user_id)
+            self._revocations.apply(row.user_id, cutoff, until)
+            if (known is not None and known >= cutoff) or self.deliver_locally is None:
+                continue
+            # This process missed the event (the broker was down, or it dropped it):
+            # act on it now, as an end of access (a missed group change too: its
+            # sockets close rather than keep the old level; the page signs in again).
+            log.info("event=revocation_caught_up user_id=%s", row.user_id)
+            self.deliver_locally(UserRevoked(row.user_id, cutoff, until))
         self._revocations.purge()
         return True
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._settings.revocation_reload_interval)
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # the next interval tries again; never stop reloading
+                log.exception("event=revocations_reload_error")
 
 
 def revoked_user(app: web.Application, event: UserRevoked) -> None:
-    """Apply a revocation to this process's token checks and cached principals."""
-    authenticator = app[AUTHENTICATOR]
-    authenticator.revocations.apply(event.user_id, event.cutoff, event.until)
-    authenticator.forget_user(event.user_id)
+    """Apply a revocation to this process's token checks. Cached principals stay in
+    the cache until their TTL, but every use of one is checked against the
+    revocations first (:meth:`Authenticator.authenticate`), so none is accepted; a
+    walk of the cache per revoked user would block the loop for nothing."""
+    app[AUTHENTICATOR].revocations.apply(event.user_id, event.cutoff, event.until)
 
 
 async def revocation_ctx(app: web.Application) -> AsyncIterator[None]:

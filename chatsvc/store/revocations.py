@@ -5,12 +5,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Table, delete, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatsvc.store import users
 from chatsvc.store.models import BrowserSession, Revocation, SeenTokenId, User
+
+REVOCATIONS = cast(Table, Revocation.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +33,8 @@ class StoredRevocation:
 
 async def users_by_email(db: AsyncSession, email: str) -> list[NamedUser]:
     """Every user with that email, whatever the case: ending access too broadly is safe."""
-    rows = await db.execute(
-        select(User.id, User.email).where(func.lower(User.email) == email.strip().lower())
-    )
-    return [NamedUser(*row) for row in rows]
+    found = await users.find_users_by_email(db, email.strip(), limit=10_000)
+    return [NamedUser(*row) for row in found]
 
 
 async def users_by_subject(db: AsyncSession, issuers: tuple[str, ...], sub: str) -> list[NamedUser]:
@@ -54,35 +57,32 @@ async def add(
     expires_at: datetime,
     reason: str,
     now: datetime,
-) -> None:
-    """One record per user and cut-off (a repeated notice for the same instant is one)."""
-    await db.execute(delete(Revocation).where(Revocation.expires_at <= now))
-    existing = set(
-        (
-            await db.execute(
-                select(Revocation.user_id).where(
-                    Revocation.user_id.in_(user_ids), Revocation.cutoff == cutoff
-                )
-            )
-        ).scalars()
+) -> list[uuid.UUID]:
+    """One record per user and cut-off, in the caller's transaction: the users for
+    whom this cut-off is new (a notice delivered twice, even to two processes at
+    once, records and reports it once)."""
+    if not user_ids:
+        return []
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "cutoff": cutoff,
+            "expires_at": expires_at,
+            "reason": reason,
+            "created_at": now,
+        }
+        for user_id in dict.fromkeys(user_ids)
+    ]
+    dialect = db.get_bind().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        upsert(REVOCATIONS)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["user_id", "cutoff"])
+        .returning(REVOCATIONS.c.user_id)
     )
-    fresh = [u for u in user_ids if u not in existing]
-    if fresh:
-        await db.execute(
-            insert(Revocation),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "user_id": user_id,
-                    "cutoff": cutoff,
-                    "expires_at": expires_at,
-                    "reason": reason,
-                    "created_at": now,
-                }
-                for user_id in fresh
-            ],
-        )
-    await db.commit()
+    return list((await db.execute(statement)).scalars())
 
 
 async def in_force(db: AsyncSession, now: datetime) -> list[StoredRevocation]:
@@ -101,6 +101,13 @@ async def purge(db: AsyncSession, now: datetime) -> int:
     await db.execute(delete(SeenTokenId).where(SeenTokenId.expires_at <= now))
     await db.commit()
     return int(revocations.rowcount)  # type: ignore[attr-defined]
+
+
+async def forget_use(db: AsyncSession, token_id: str) -> None:
+    """Give a token id back: what it was sent for could not be carried out, and the
+    identity provider will retry with the same token."""
+    await db.execute(delete(SeenTokenId).where(SeenTokenId.id == token_id))
+    await db.commit()
 
 
 async def first_use(db: AsyncSession, token_id: str, expires_at: datetime) -> bool:
@@ -125,6 +132,7 @@ async def end_browser_sessions(
     *,
     user_ids: list[uuid.UUID] | None = None,
     sid: str | None = None,
+    commit: bool = True,
 ) -> list[EndedSession]:
     """Delete the browser sessions of these users, or with this IdP session id
     (``sid`` and ``user_ids`` together: that sid of those users), and return them."""
@@ -142,5 +150,6 @@ async def end_browser_sessions(
             .returning(BrowserSession.id, BrowserSession.tokens)
         )
     ).all()
-    await db.commit()
+    if commit:
+        await db.commit()
     return [EndedSession(*row) for row in rows]

@@ -19,9 +19,10 @@ of the issuer that signs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,7 +43,7 @@ from chatsvc.errors import NotFound, ServiceUnavailable, Unauthenticated, Valida
 from chatsvc.http.forwarded import client_ip, public_origin
 from chatsvc.http.identity import bearer_token, own_authentication
 from chatsvc.keys import AUTHENTICATOR, DEV_ISSUER, HTTP_CLIENT, REQUEST_ID, REVOKER, SETTINGS
-from chatsvc.service.revocation import Origin
+from chatsvc.service.revocation import NotCarriedOut, Origin
 from chatsvc.settings import Settings
 from chatsvc.store.revocations import EndedSession, NamedUser
 from chatsvc.web.cookie import ServerSessionStorage, Tokens, cookie_key
@@ -70,8 +71,24 @@ def client_id(settings: Settings) -> str | None:
 
 
 def endpoint_url(request: web.Request, path: str) -> str:
-    """This endpoint's public URL: ``CHATSVC_PUBLIC_URL`` + path in production."""
+    """This endpoint's public URL, the ``aud`` a logout request must name:
+    ``CHATSVC_PUBLIC_URL`` (with any path prefix) + the path. Without it (development
+    and tests) the request's own origin; in production Universal Logout is off
+    without it, since a ``Host`` header must not choose the audience."""
+    public = request.app[SETTINGS].public_url
+    if public:
+        return public.rstrip("/") + path
     return public_origin(request) + path
+
+
+@contextlib.contextmanager
+def _database(where: str) -> Iterator[None]:
+    """A database failure here: one log line and 503 (the IdP retries)."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("event=db_unavailable where=%s error=%s", where, type(exc).__name__)
+        raise ServiceUnavailable("Database unavailable") from None
 
 
 def _origin(request: web.Request, source: str) -> Origin:
@@ -113,11 +130,19 @@ async def _validate(
 
 
 async def _first_use(request: web.Request, claims: dict[str, Any]) -> bool:
-    try:
+    with _database("logout_token"):
         return await request.app[REVOKER].first_use(claims["iss"], claims["jti"], claims["exp"])
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("event=db_unavailable where=logout_token error=%s", type(exc).__name__)
-        raise ServiceUnavailable("Database unavailable") from None
+
+
+@contextlib.asynccontextmanager
+async def _spent_on_success(request: web.Request, claims: dict[str, Any]) -> AsyncIterator[None]:
+    """The token id stays spent unless what it asked for failed for our side (the
+    database): then the IdP's retry with the same token must not be a replay."""
+    try:
+        yield
+    except (NotCarriedOut, ServiceUnavailable):
+        await request.app[REVOKER].forget_use(claims["iss"], claims["jti"])
+        raise
 
 
 def _body_errors(exc: ValidationError) -> str:
@@ -131,6 +156,8 @@ def _body_errors(exc: ValidationError) -> str:
 @own_authentication
 async def global_token_revocation(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    if settings.env == "production" and not settings.public_url:
+        raise NotFound("Universal Logout needs CHATSVC_PUBLIC_URL")
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated()
@@ -153,24 +180,24 @@ async def global_token_revocation(request: web.Request) -> web.Response:
         raise ValidationFailed(f"Invalid revocation request ({_body_errors(exc)})") from None
     revoker = request.app[REVOKER]
     subject = body.sub_id
-    try:
-        if isinstance(subject, EmailSubject):
-            users = await revoker.users_by_email(subject.email)
-        elif subject.iss.rstrip("/") in {
-            settings.issuer.rstrip("/"),
-            settings.effective_logout_issuer.rstrip("/"),
-        }:
-            users = await revoker.users_by_subject(subject.sub)
-        else:
-            users = []  # a subject of another issuer names nobody here
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("event=db_unavailable where=global_logout error=%s", type(exc).__name__)
-        raise ServiceUnavailable("Database unavailable") from None
-    if not users:
-        raise NotFound("No such user")
-    ended = await revoker.revoke(
-        users, _origin(request, "universal_logout"), "Universal Logout from the identity provider"
-    )
+    async with _spent_on_success(request, claims):
+        with _database("global_logout"):
+            if isinstance(subject, EmailSubject):
+                users = await revoker.users_by_email(subject.email)
+            elif subject.iss.rstrip("/") in {
+                settings.issuer.rstrip("/"),
+                settings.effective_logout_issuer.rstrip("/"),
+            }:
+                users = await revoker.users_by_subject(subject.sub)
+            else:
+                users = []  # a subject of another issuer names nobody here
+        if not users:
+            raise NotFound("No such user")
+        ended = await revoker.revoke(
+            users,
+            _origin(request, "universal_logout"),
+            "Universal Logout from the identity provider",
+        )
     _revoke_refresh_tokens(request.app, ended)
     return web.Response(status=204)
 
@@ -215,13 +242,12 @@ async def backchannel_logout(request: web.Request) -> web.Response:
         log.warning("event=logout_token_rejected reason=replayed_jti")
         return _logout_error("Logout token already used")
     revoker = request.app[REVOKER]
-    try:
-        users: list[NamedUser] | None = None
-        if sub:
-            users = await revoker.users_by_subject(sub)
-        ended = [] if users == [] else await revoker.end_browser_sessions(sid=sid, users=users)
-    except (SQLAlchemyError, OSError):
-        raise ServiceUnavailable("Database unavailable") from None
+    async with _spent_on_success(request, claims):
+        with _database("backchannel_logout"):
+            users: list[NamedUser] | None = None
+            if sub:
+                users = await revoker.users_by_subject(sub)
+            ended = [] if users == [] else await revoker.end_browser_sessions(sid=sid, users=users)
     _revoke_refresh_tokens(request.app, ended)
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
@@ -308,7 +334,7 @@ async def event_hook(request: web.Request) -> web.Response:
         if user is None:
             continue
         cutoff = event.published.timestamp() if event.published is not None else None
-        try:
+        with _database("event_hook"):
             if event.event_type in MEMBERSHIP:
                 group = _target(event, "UserGroup")
                 name = group.display_name if group is not None else None
@@ -331,9 +357,6 @@ async def event_hook(request: web.Request) -> web.Response:
                     _revoke_refresh_tokens(request.app, ended)
             else:
                 log.debug("event=event_hook_ignored type=%s", event.event_type)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("event=db_unavailable where=event_hook error=%s", type(exc).__name__)
-            raise ServiceUnavailable("Database unavailable") from None
     return web.Response(status=200)
 
 
