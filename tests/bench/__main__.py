@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst-members", type=int, help="fan-out size that gets the burst (1000)")
     parser.add_argument("--burst", type=int, help="messages in the saturation burst (default 100)")
     parser.add_argument("--fanout-messages", type=int, help="latency messages per fan-out (20)")
+    parser.add_argument(
+        "--fanout-interval",
+        type=float,
+        help="seconds between latency messages (default 0.1 up to 1,000 members, else 0.2)",
+    )
     parser.add_argument("--fanout-processes", type=int, default=1, help="fan-out client processes")
     parser.add_argument(
         "--members-per-user",
@@ -282,7 +287,7 @@ async def run_database(
                             processes=args.fanout_processes,
                             members_per_user=args.members_per_user,
                             messages=args.fanout_messages,
-                            interval=0.1 if members <= 1000 else 0.2,
+                            interval=args.fanout_interval or (0.1 if members <= 1000 else 0.2),
                             burst=args.burst if members == args.burst_members else 0,
                         )
                     run["fanout"].append(result)
