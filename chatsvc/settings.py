@@ -68,6 +68,11 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["keyvalue", "json"] = "keyvalue"
     access_log: bool = True
+    # The cyclic collector's thresholds (gen0 allocations, gen1 and gen2 counts),
+    # applied after start-up, when what start-up built is frozen out of its scans.
+    # With thousands of sockets open, Python's defaults (700, 10, 10) spend a third
+    # of a connect in collections (docs/benchmarks.md); 0 for gen0 turns it off.
+    gc_thresholds: tuple[int, int, int] = (10_000, 20, 50)
 
     # --- database
     database_url: str | None = None
@@ -166,6 +171,7 @@ class Settings(BaseModel):
     audit_retry_max: float = Field(30.0, gt=0)
 
     _csv_fields = field_validator(
+        "gc_thresholds",
         "groups_read",
         "groups_write",
         "groups_admin",
@@ -341,6 +347,13 @@ class Settings(BaseModel):
         return (
             self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'chatsvc.db').as_posix()}"
         )
+
+    @field_validator("gc_thresholds")
+    @classmethod
+    def _gc_thresholds(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(part < 0 for part in value):
+            raise ValueError("must be three numbers of 0 or more, e.g. 10000,20,50")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

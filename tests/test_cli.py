@@ -88,4 +88,5 @@ def test_serve_takes_host_and_port_and_drains_at_sigterm(tmp_path: Path) -> None
         log.close()
     lines = (tmp_path / "stderr.log").read_text().splitlines()
     assert any("event=draining" in line for line in lines)
+    assert any("event=gc_tuned thresholds=10000,20,50" in line for line in lines)
     assert "event=stopped" in lines[-1]

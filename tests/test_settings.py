@@ -229,7 +229,16 @@ BAD = {
     "leeway over 60 s": ("", {"JWT_LEEWAY": "120"}, "CHATSVC_JWT_LEEWAY"),
     "negative cache ttl": ("", {"PERMISSION_CACHE_TTL": "-1"}, "CHATSVC_PERMISSION_CACHE_TTL"),
     "development issuer open to the network": ("", {"HOST": "0.0.0.0"}, "CHATSVC_ENV"),
+    "gc thresholds: two numbers": ("", {"GC_THRESHOLDS": "700,10"}, "CHATSVC_GC_THRESHOLDS"),
+    "gc thresholds: negative": ("", {"GC_THRESHOLDS": "700,-1,10"}, "CHATSVC_GC_THRESHOLDS"),
+    "gc thresholds: not numbers": ("", {"GC_THRESHOLDS": "a,b,c"}, "CHATSVC_GC_THRESHOLDS"),
 }
+
+
+def test_gc_thresholds_from_the_environment_and_the_file(config):
+    assert config().gc_thresholds == (10_000, 20, 50)
+    assert config(GC_THRESHOLDS="700, 10, 10").gc_thresholds == (700, 10, 10)
+    assert config("gc_thresholds = [0, 10, 10]").gc_thresholds == (0, 10, 10)
 
 
 @pytest.mark.parametrize(("toml", "env", "name"), BAD.values(), ids=BAD.keys())
