@@ -195,18 +195,18 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     assert principal is not None
 
-    busy = None
+    turned_away = None
     if hub.room_size(session_id) >= settings.ws_max_per_session:
-        busy = ROOM_FULL
+        turned_away = ROOM_FULL
     elif hub.user_connections(principal.user_id) >= settings.ws_max_per_user:
-        busy = USER_BUSY
+        turned_away = USER_BUSY
     elif app[AUTHENTICATOR].revocations.covers(principal):
         # Revoked while this connect waited (the database, the upgrade): the hub
         # had no socket of it to close. No await from here to hub.add below.
-        busy = ACCESS_REVOKED
-    if busy is not None:
-        await ws.close(code=busy.code, message=busy.reason.encode())
-        app[METRICS].ws_closes.labels(str(busy.code)).inc()
+        turned_away = ACCESS_REVOKED
+    if turned_away is not None:
+        await ws.close(code=turned_away.code, message=turned_away.reason.encode())
+        app[METRICS].ws_closes.labels(str(turned_away.code)).inc()
         return ws
 
     conn = Connection(
