@@ -85,7 +85,9 @@ async def _serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(
+            runner, settings.host, settings.port, backlog=settings.listen_backlog
+        ).start()
         log.info("event=listening url=http://%s:%s", settings.host, settings.port)
         await stop.wait()
         if received[0] == "SIGTERM" and settings.drain_seconds > 0:

@@ -63,6 +63,10 @@ class Settings(BaseModel):
     env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # Connections the kernel holds for accept(). aiohttp's 128 overflows when
+    # hundreds of clients (re)connect at once, and a refused SYN waits a second
+    # for its retry (docs/benchmarks.md); the kernel caps it at net.core.somaxconn.
+    listen_backlog: int = Field(1024, ge=1, le=65535)
     data_dir: Path = Path("./var")
     migrations_dir: Path | None = None  # the checkout's migrations/ when unset
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

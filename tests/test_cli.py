@@ -1,5 +1,5 @@
 """``python run.py`` as an operator uses it: help, version, --host/--port/--config,
-a named settings file that is missing, and draining at SIGTERM."""
+a named settings file that is missing, the listen backlog, and draining at SIGTERM."""
 
 from __future__ import annotations
 
@@ -53,10 +53,23 @@ def readyz(port: int) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def test_serve_takes_host_and_port_and_drains_at_sigterm(tmp_path: Path) -> None:
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port``: ``ss`` shows it as Send-Q."""
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[2])
+
+
+def test_serve_takes_host_port_and_backlog_and_drains_at_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATSVC_")}
-    env.update(CHATSVC_DATA_DIR=str(tmp_path), CHATSVC_CONFIG=os.devnull, CHATSVC_DRAIN_SECONDS="2")
+    env.update(
+        CHATSVC_DATA_DIR=str(tmp_path),
+        CHATSVC_CONFIG=os.devnull,
+        CHATSVC_DRAIN_SECONDS="2",
+        CHATSVC_LISTEN_BACKLOG="300",
+    )
     log = (tmp_path / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -77,6 +90,7 @@ def test_serve_takes_host_and_port_and_drains_at_sigterm(tmp_path: Path) -> None
                 tmp_path / "stderr.log"
             ).read_text()[-2000:]
             time.sleep(0.1)
+        assert listen_backlog(port) == 300
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         status, body = readyz(port)  # still serving, but out of the balancer

@@ -229,6 +229,7 @@ BAD = {
     "leeway over 60 s": ("", {"JWT_LEEWAY": "120"}, "CHATSVC_JWT_LEEWAY"),
     "negative cache ttl": ("", {"PERMISSION_CACHE_TTL": "-1"}, "CHATSVC_PERMISSION_CACHE_TTL"),
     "development issuer open to the network": ("", {"HOST": "0.0.0.0"}, "CHATSVC_ENV"),
+    "listen backlog: zero": ("", {"LISTEN_BACKLOG": "0"}, "CHATSVC_LISTEN_BACKLOG"),
     "gc thresholds: two numbers": ("", {"GC_THRESHOLDS": "700,10"}, "CHATSVC_GC_THRESHOLDS"),
     "gc thresholds: negative": ("", {"GC_THRESHOLDS": "700,-1,10"}, "CHATSVC_GC_THRESHOLDS"),
     "gc thresholds: not numbers": ("", {"GC_THRESHOLDS": "a,b,c"}, "CHATSVC_GC_THRESHOLDS"),
