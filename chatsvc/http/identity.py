@@ -83,15 +83,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     is_websocket = getattr(request.match_info.handler, "chatsvc_websocket", False)
     try:
-        token = await find_token(request, is_websocket)
-        if token is None:
-            raise Unauthenticated()
-        request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(token)
+        await authenticate(request, is_websocket)
     except Unauthenticated:
         if not is_websocket:
             raise
         # The socket handler accepts the upgrade and closes it with 1008: no principal.
     return await handler(request)
+
+
+async def authenticate(request: web.Request, is_websocket: bool) -> None:
+    """Attach the request's principal. (Apart from the middleware, so that the
+    token is not held by its frame for as long as a socket stays open.)"""
+    token = await find_token(request, is_websocket)
+    if token is None:
+        raise Unauthenticated()
+    request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(token)
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -76,6 +76,35 @@ class Connection:
     :meth:`finish`, the one place that waits for the socket to be closed.
     """
 
+    # Ten thousand idle sockets hold ten thousand of these: no per-instance dict.
+    __slots__ = (
+        "_close_timeout",
+        "_closer",
+        "_direct",
+        "_drainer",
+        "_expiry",
+        "_held",
+        "_held_bytes",
+        "_max_bytes",
+        "_queue",
+        "_queued_bytes",
+        "browser_session",
+        "client_ip",
+        "closed_with",
+        "enforcement_closed",
+        "facts",
+        "id",
+        "on_slow",
+        "principal",
+        "replayed_seq",
+        "request_id",
+        "room",
+        "session_id",
+        "transport",
+        "user_id",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -95,14 +124,14 @@ class Connection:
         self.facts = facts
         self.request_id = request_id
         self.client_ip = client_ip
-        self.log = ConnectionLog(log, {"conn": self.id})
         self._max_bytes = max_bytes
         self._close_timeout = close_timeout
         self._direct = wire.DirectWriter(ws) if wire.supports_direct(ws) else None
         # The broadcast loop's fast path writes here itself (see Hub.broadcast_payload).
         self.transport = self._direct.transport if self._direct is not None else None
-        # The deflate path only: payloads in order, and the task draining them.
-        self._queue: deque[bytes] = deque()
+        # The deflate path only: payloads in order (made on first use), and the
+        # task draining them.
+        self._queue: deque[bytes] | None = None
         self._queued_bytes = 0
         self._drainer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -122,6 +151,12 @@ class Connection:
         # Shadow mode: enforcement would have closed it already (at connect or on a
         # re-check), and that was audited once; it is not audited again.
         self.enforcement_closed = False
+
+    @property
+    def log(self) -> ConnectionLog:
+        """This connection's logger (each line starts with ``conn=<id>``); made per
+        use, since a connection logs a few lines in its life."""
+        return ConnectionLog(log, {"conn": self.id})
 
     def _flush_room(self) -> None:
         room = self.room
@@ -203,6 +238,8 @@ class Connection:
         if self._queued_bytes + len(payload) > self._max_bytes:
             self._too_slow()
             return False
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(payload)
         self._queued_bytes += len(payload)
         if self._drainer is None:
@@ -211,6 +248,7 @@ class Connection:
 
     async def _drain(self) -> None:
         queue, ws = self._queue, self.ws
+        assert queue is not None  # (made by _enqueue, which starts this task)
         try:
             while queue:
                 payload = queue.popleft()
@@ -244,7 +282,7 @@ class Connection:
             async with asyncio.timeout(self._close_timeout):
                 drainer = self._drainer
                 if drainer is not None:
-                    if why is TOO_SLOW:
+                    if why is TOO_SLOW and self._queue is not None:
                         self._queue.clear()
                     await asyncio.shield(drainer)
                 await self.ws.close(code=why.code, message=why.reason.encode())

@@ -99,6 +99,8 @@ def _has_a_level(principal: Principal) -> bool:
 
 
 def _since_seq(request: web.Request) -> int | str | None:
+    if not request.query_string:
+        return None  # (the usual connect: no query parsed and kept for the socket's life)
     raw = request.query.get("since_seq")
     if raw is None or raw == "":
         return None
@@ -234,27 +236,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             hub.broker.publish(presence_changed(conn, joined=True))
         if opens_room:
             await load_roster(app, session_id)
-        if live is not None:
-            # What the room released meanwhile is in its ring: start after it.
-            last_seq = max(last_seq, hub.rooms[session_id].last_seq)
-        connected = frames.connected(
-            principal, session_id, conn.permissions, last_seq, hub.online(session_id)
+        await welcome(
+            app, conn, since if isinstance(since, int) else None, last_seq, live is not None
         )
-        await conn.send_now(orjson.dumps(connected))
-        # Without since_seq, start after the last_seq just reported: a message
-        # committed after that read but published before hub.add() is otherwise lost.
-        # A since_seq past the session's last seq resumes from the last seq: taken
-        # as given it would swallow the next live messages.
-        start = min(since, last_seq) if isinstance(since, int) else last_seq
-        backlog = hub.replay_from_ring(session_id, start, last_seq) if live is not None else None
-        if backlog is not None:
-            for _seq, payload in backlog:
-                await conn.send_now(payload)
-            conn.replayed_seq = last_seq
-        else:
-            await replay_backlog(app, conn, start)
-        conn.release_held_frames()
-        hub.note_seq(session_id, conn.replayed_seq)
         conn.schedule_expiry(principal.expires_at)
         await receive_loop(app, conn)
     except (ConnectionError, RuntimeError) as exc:
@@ -272,6 +256,38 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         conn.log.info("event=ws_closed code=%s", code)
         app[METRICS].ws_closes.labels(str(code)).inc()
     return ws
+
+
+async def welcome(
+    app: web.Application, conn: Connection, since: int | None, last_seq: int, live: bool
+) -> None:
+    """The ``connected`` frame, then what the client missed: from the room's ring
+    when it was live and reaches back far enough, else from the database; then
+    the live frames held meanwhile. (Its own coroutine, so that what it builds is
+    not kept for the socket's life by the handler's frame.)"""
+    hub = app[HUB]
+    session_id = conn.session_id
+    if live:
+        # What the room released meanwhile is in its ring: start after it.
+        last_seq = max(last_seq, hub.rooms[session_id].last_seq)
+    connected = frames.connected(
+        conn.principal, session_id, conn.permissions, last_seq, hub.online(session_id)
+    )
+    await conn.send_now(orjson.dumps(connected))
+    # Without since_seq, start after the last_seq just reported: a message
+    # committed after that read but published before hub.add() is otherwise lost.
+    # A since_seq past the session's last seq resumes from the last seq: taken
+    # as given it would swallow the next live messages.
+    start = min(since, last_seq) if since is not None else last_seq
+    backlog = hub.replay_from_ring(session_id, start, last_seq) if live else None
+    if backlog is not None:
+        for _seq, payload in backlog:
+            await conn.send_now(payload)
+        conn.replayed_seq = last_seq
+    else:
+        await replay_backlog(app, conn, start)
+    conn.release_held_frames()
+    hub.note_seq(session_id, conn.replayed_seq)
 
 
 async def load_roster(app: web.Application, session_id: uuid.UUID) -> None:
