@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fanout-processes", type=int, default=1, help="fan-out client processes")
     parser.add_argument(
+        "--client-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the fan-out client processes' event loop (default: %(default)s)",
+    )
+    parser.add_argument(
         "--members-per-user",
         type=int,
         default=1,
@@ -288,6 +294,7 @@ async def run_database(
                             messages=args.fanout_messages,
                             interval=args.fanout_interval or (0.1 if members <= 1000 else 0.2),
                             burst=args.burst if members == args.burst_members else 0,
+                            client_loop=args.client_loop,
                         )
                     run["fanout"].append(result)
                     lat = result.get("latency", {})

@@ -47,11 +47,14 @@ class Worker:
         self.process = process
 
     @classmethod
-    async def start(cls, ws_url: str, tokens: list[str], concurrency: int) -> Worker:
+    async def start(
+        cls, ws_url: str, tokens: list[str], concurrency: int, loop: str = "asyncio"
+    ) -> Worker:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.bench.fanout_client",
+            *(["--uvloop"] if loop == "uvloop" else []),
             cwd=REPO,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -198,6 +201,7 @@ async def run_fanout(
     burst: int,
     concurrency: int = 50,
     collect_s: float = 120.0,
+    client_loop: str = "asyncio",
 ) -> dict[str, Any]:
     session = await owner.post_json(
         "/api/chat/sessions", {"title": f"fan-out {members}", "is_shared": True}
@@ -214,6 +218,7 @@ async def run_fanout(
         "members": members,
         "users": users,
         "client_processes": processes,
+        "client_loop": client_loop,
         "session_id": session_id,
     }
 
@@ -221,7 +226,9 @@ async def run_fanout(
 
     cpu_before = service.cpu_seconds()
     started = time.perf_counter()
-    workers = [await Worker.start(ws_url, share, concurrency) for share in shares if share]
+    workers = [
+        await Worker.start(ws_url, share, concurrency, client_loop) for share in shares if share
+    ]
     client_pids = [w.process.pid for w in workers]
     window = CpuWindow(service.pid, client_pids)
     try:

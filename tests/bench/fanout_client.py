@@ -12,8 +12,10 @@ Then, per command line:
   first and last receive times;
 - ``{"cmd": "close"}``: close every member and exit.
 
-It always runs on the plain asyncio loop, so that a change of the server's loop
-(uvloop or not) is the only difference between two runs.
+It runs on the plain asyncio loop, so that a change of the server's loop
+(uvloop or not) is the only difference between two runs; with ``--uvloop``
+(``python -m tests.bench --client-loop uvloop``) on uvloop, a cheaper client
+for rates where the one client process is as busy as the server.
 """
 
 from __future__ import annotations
@@ -218,4 +220,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--uvloop" in sys.argv[1:]:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
