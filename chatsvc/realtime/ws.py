@@ -2,8 +2,8 @@
 
 The upgrade is always accepted; a connection that may not stay is then closed
 with 1008 and its reason, checked in the policy's order. The handler's task is
-the only one that reads; the member's writer task sends; the hub and timers may
-close. Frame handlers are registered by type in :data:`FRAME_HANDLERS`, and one
+the only one that reads; frames go straight to the member's transport
+(:class:`~chatsvc.realtime.hub.Connection`); the hub and timers may close. Frame handlers are registered by type in :data:`FRAME_HANDLERS`, and one
 function (:func:`handle_frame`) maps what they raise to the frame error codes.
 """
 

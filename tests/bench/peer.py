@@ -296,9 +296,6 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-LOWER_IS_BETTER = {"fill_s", "cpu_us_per_frame", "cpu_us_per_connect", "rss_kb_per_socket"}
-
-
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
